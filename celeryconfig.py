@@ -1,0 +1,50 @@
+"""Celery settings, read from the same WALLET_* environment as everything else."""
+
+from wallet.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
+# Our Celery keys live under the deployment prefix too, so several deployments can share a Redis
+# and a hygiene scan knows every key it finds is ours.
+broker_transport_options = {
+    # A message taken by a worker that dies (whole process) comes back after this. It must exceed
+    # the longest task, or a slow task gets run twice at once (celery/celery#4976, #7651).
+    "visibility_timeout": 3600,
+    "global_keyprefix": f"{_settings.key_prefix}:celery:",
+}
+result_backend_transport_options = {"global_keyprefix": f"{_settings.key_prefix}:celery:"}
+result_expires = 24 * 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+# Acknowledge after the task ran, and requeue when its process is killed: every task is idempotent.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+task_default_queue = "celery"
+task_routes = {
+    # Only the key-holding worker consumes `keys`, and only it is given the master key.
+    "tasks.accounts.*": {"queue": "keys"},
+    "tasks.bridge.*": {"queue": "bridge"},
+    "tasks.blocks.*": {"queue": "blocks"},
+}
+
+# Flower shows what workers report.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+broker_connection_retry_on_startup = True
+
+beat_schedule = {
+    # A watchdog: a relay that is already running holds the lock and this tick returns at once.
+    "relay-outbox": {
+        "task": "tasks.bridge.relay_outbox",
+        "schedule": _settings.bridge_interval_seconds,
+        "options": {"expires": _settings.bridge_interval_seconds},
+    },
+}

@@ -1,0 +1,1 @@
+"""Thin Celery adapters over the domain: ints and strings in, a small summary out."""

@@ -1,0 +1,44 @@
+"""The bridge task: forwards the outbox to Kafka."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from celery import shared_task
+from kafka.errors import KafkaError
+
+from tasks.deps import publisher, wiring
+from wallet.bridge import run_relay
+
+log = logging.getLogger(__name__)
+
+# Longer than one relay iteration can block (a Kafka flush is bounded at ~30 s): the lock outlives
+# every pause of a live relay, and frees itself soon after a dead one.
+LOCK_SECONDS = 60
+
+
+@shared_task(name="tasks.bridge.relay_outbox", ignore_result=True)
+def relay_outbox() -> dict[str, Any]:
+    """Forward for one budget, then hand over to a successor so forwarding has no gap.
+
+    Beat also sends this every few seconds as a watchdog: while a relay holds the lock, those
+    return at once; after a crash, the next one takes over.
+    """
+    w = wiring()
+    try:
+        pub = publisher()
+    except KafkaError as exc:
+        publisher.cache_clear()
+        log.warning("kafka unavailable, relay will be tried again by the next tick: %s", exc)
+        return {"ran": False, "error": type(exc).__name__}
+    lock = w.redis.lock(w.keyspace.bridge_lock, timeout=LOCK_SECONDS)
+    summary = run_relay(
+        w.outbox, pub, lock,
+        budget_seconds=w.settings.bridge_budget_seconds,
+        batch_size=w.settings.bridge_batch_size,
+    )
+    if summary.finished_on_time:
+        relay_outbox.apply_async()
+    return asdict(summary)

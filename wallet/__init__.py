@@ -1,0 +1,1 @@
+"""Ethereum wallet manager domain: plain Python, never imports Celery, tasks or workers."""

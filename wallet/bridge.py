@@ -1,0 +1,88 @@
+"""Relay from the outbox to Kafka: in order, at-least-once, one relay at a time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.exceptions import LockError
+from redis.lock import Lock
+
+from wallet.outbox import STREAM_START, Outbox, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+# How long a relay waits on the stream for new entries before checking its budget and lock again.
+WAIT_MS = 200
+
+
+class Publisher(Protocol):
+    def publish(self, entries: Sequence[OutboxEntry]) -> int:
+        """Send in order; return how many leading entries the broker acknowledged."""
+
+
+@dataclass(frozen=True)
+class RelaySummary:
+    forwarded: int
+    failed_batches: int
+    ran: bool  # False when another relay held the lock
+    finished_on_time: bool  # True when it stopped because its budget ran out, not for a lost lock
+
+
+def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: int,
+               block_ms: int | None) -> tuple[int, str, bool]:
+    """Forward one batch after `cursor`. Returns (forwarded, next cursor, failed).
+
+    Only the acknowledged prefix is deleted. After a failure the cursor goes back to the start, so
+    the unacknowledged entries, and everything after them, are sent again in order: a later event
+    of an address never overtakes an earlier one that failed.
+    """
+    entries = outbox.read_after(cursor, batch_size, block_ms)
+    if not entries:
+        return 0, cursor, False
+    acked = publisher.publish(entries)
+    outbox.remove([e.entry_id for e in entries[:acked]])
+    if acked < len(entries):
+        return acked, STREAM_START, True
+    return acked, entries[-1].entry_id, False
+
+
+def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_seconds: float,
+              batch_size: int, clock: Callable[[], float] = time.monotonic,
+              backoff: Callable[[int], None] | None = None) -> RelaySummary:
+    """Forward until the budget is spent, holding `lock` so that relays never run side by side."""
+    if not lock.acquire(blocking=False):
+        return RelaySummary(forwarded=0, failed_batches=0, ran=False, finished_on_time=False)
+    backoff = backoff or _sleep_backoff
+    deadline = clock() + budget_seconds
+    forwarded = failures = consecutive = 0
+    cursor = STREAM_START
+    try:
+        while clock() < deadline:
+            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS)
+            forwarded += sent
+            if failed:
+                failures += 1
+                consecutive += 1
+                backoff(consecutive)
+            else:
+                consecutive = 0
+            try:
+                lock.reacquire()
+            except LockError:
+                # Our lease ran out (a paused process?) and another relay may be running: stop.
+                log.warning("bridge lock lost; stopping this relay")
+                return RelaySummary(forwarded, failures, ran=True, finished_on_time=False)
+        return RelaySummary(forwarded, failures, ran=True, finished_on_time=True)
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass  # expired: already free
+
+
+def _sleep_backoff(attempt: int) -> None:
+    time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))

@@ -1,0 +1,107 @@
+"""Commands the platform sends us, validated at the boundary with pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from wallet.errors import (
+    COMMAND_INVALID_FIELDS,
+    COMMAND_INVALID_JSON,
+    COMMAND_NOT_AN_OBJECT,
+    COMMAND_TOO_LARGE,
+    COMMAND_UNKNOWN_TYPE,
+    InvalidCommand,
+)
+
+# How much of a rejected request is echoed back on `errors`: enough to match it, bounded in size.
+ECHO_LIMIT_BYTES = 4096
+
+
+class CreateAccount(BaseModel):
+    # strict: "count": "3" is a caller's bug we report, not a value we guess at.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["create_account"] = "create_account"
+    meta: dict[str, Any] = Field(default_factory=dict)
+    count: int = Field(default=1, ge=1)
+    # The caller's idempotency key: a command sent twice with the same one is done once.
+    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+Command = Annotated[CreateAccount, Field(discriminator="type")]
+COMMAND_TYPES = ("create_account",)
+_command_adapter: TypeAdapter[CreateAccount] = TypeAdapter(CreateAccount)
+
+
+def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> CreateAccount:
+    """Turn the bytes of a `command` message into a validated command.
+
+    Raises:
+        InvalidCommand: with one of the stable COMMAND_* codes.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidCommand(
+            COMMAND_TOO_LARGE,
+            f"command is {len(raw)} bytes, the limit is {max_bytes}",
+            details={"size": len(raw), "limit": max_bytes},
+        )
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidCommand(COMMAND_INVALID_JSON, f"command is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidCommand(COMMAND_NOT_AN_OBJECT, "command must be a JSON object")
+    return validate_command(data, max_batch_count=max_batch_count)
+
+
+def validate_command(data: dict[str, Any], *, max_batch_count: int) -> CreateAccount:
+    kind = data.get("type")
+    if kind not in COMMAND_TYPES:
+        raise InvalidCommand(
+            COMMAND_UNKNOWN_TYPE,
+            f"unknown command type {kind!r}; known: {', '.join(COMMAND_TYPES)}",
+            details={"type": kind if isinstance(kind, str | int | float | None) else repr(kind)},
+        )
+    try:
+        command = _command_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidCommand(
+            COMMAND_INVALID_FIELDS,
+            f"invalid {kind} command: {exc.error_count()} field error(s)",
+            details={"errors": _field_errors(exc)},
+        ) from None
+    if command.count > max_batch_count:
+        raise InvalidCommand(
+            COMMAND_INVALID_FIELDS,
+            f"count {command.count} exceeds the batch limit {max_batch_count}",
+            details={"errors": [{"loc": ["count"], "msg": f"must be <= {max_batch_count}"}]},
+        )
+    return command
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def echo_request(raw: bytes) -> dict[str, Any]:
+    """The request as received, bounded, for the `errors` event."""
+    text = raw[:ECHO_LIMIT_BYTES].decode("utf-8", errors="replace")
+    return {"raw": text, "size": len(raw), "truncated": len(raw) > ECHO_LIMIT_BYTES}
+
+
+def meta_of(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """The caller's `meta`, if it can be read, so even a rejection is matched to its request."""
+    if len(raw) > max_bytes:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    meta = data.get("meta") if isinstance(data, dict) else None
+    return meta if isinstance(meta, dict) else {}

@@ -1,0 +1,1 @@
+"""Key custody: generation, encryption at rest, (later) signing. Only the key-holding worker loads it."""

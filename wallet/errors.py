@@ -1,0 +1,72 @@
+"""Named errors with stable codes.
+
+`RetryableError`: the world is briefly unavailable; a task retries with backoff.
+`FatalError`: the request itself is wrong; retrying cannot help, the caller gets the code.
+Messages never carry key material: they are written to logs, task results and the `errors` topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WalletError(Exception):
+    code: str = "wallet_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class RetryableError(WalletError):
+    code = "retryable"
+
+
+class FatalError(WalletError):
+    code = "fatal"
+
+
+class ChainUnavailable(RetryableError):
+    code = "chain_unavailable"
+
+
+class PublishFailed(RetryableError):
+    code = "publish_failed"
+
+
+class InvalidCommand(FatalError):
+    """A command that cannot be done as sent; `code` is one of the COMMAND_* codes below."""
+
+    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.code = code
+
+
+# Stable codes on the `errors` topic for rejected commands.
+COMMAND_INVALID_JSON = "invalid_json"
+COMMAND_NOT_AN_OBJECT = "not_an_object"
+COMMAND_UNKNOWN_TYPE = "unknown_command_type"
+COMMAND_INVALID_FIELDS = "invalid_fields"
+COMMAND_TOO_LARGE = "command_too_large"
+
+
+class CustodyError(FatalError):
+    code = "custody_error"
+
+
+class MasterKeyMissing(CustodyError):
+    code = "master_key_missing"
+
+
+class MasterKeyInvalid(CustodyError):
+    code = "master_key_invalid"
+
+
+class MasterKeyMismatch(CustodyError):
+    """The configured master key is not the one the stored keys were wrapped with."""
+
+    code = "master_key_mismatch"

@@ -1,0 +1,110 @@
+"""Kafka adapters: the outbox publisher, topic creation, and client settings shared by all clients.
+
+Works with Apache Kafka and with Tansu (the dev/test broker). Tansu needs topics created before the
+first produce; creating them up front is harmless on Kafka too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from wallet.events import ALL_TOPICS
+from wallet.outbox import OutboxEntry
+from wallet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A produce that the broker has not acknowledged within this is failed, and the outbox entry stays.
+DELIVERY_TIMEOUT_MS = 20_000
+REQUEST_TIMEOUT_MS = 10_000
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Connection and security settings every Kafka client of ours uses (SASL/TLS pass through)."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_cafile:
+        config["ssl_cafile"] = settings.kafka_ssl_cafile
+    return config
+
+
+def topic_name(settings: Settings, logical: str) -> str:
+    return f"{settings.kafka_topic_prefix}{logical}"
+
+
+def ensure_topics(settings: Settings, partitions: int = 1, replication: int = 1) -> list[str]:
+    """Create our topics if they are missing; returns the ones it created."""
+    admin = KafkaAdminClient(**client_config(settings))
+    try:
+        existing = set(admin.list_topics())
+        missing = [topic_name(settings, t) for t in ALL_TOPICS if topic_name(settings, t) not in existing]
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, partitions, replication)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+        return created
+    finally:
+        admin.close()
+
+
+class KafkaPublisher:
+    """Forwards outbox entries with acks=all; reports how many leading entries the broker acknowledged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer = KafkaProducer(
+            **client_config(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+            max_block_ms=DELIVERY_TIMEOUT_MS,
+        )
+
+    def publish(self, entries: Sequence[OutboxEntry]) -> int:
+        futures = []
+        try:
+            for entry in entries:
+                futures.append(
+                    self._producer.send(
+                        topic_name(self._settings, entry.topic),
+                        key=entry.key.encode() if entry.key else None,
+                        value=entry.value,
+                        headers=[("event_id", entry.event_id.encode())],
+                    )
+                )
+        except KafkaError as exc:
+            # send() itself gave up (no metadata within max_block_ms): what was queued still counts.
+            log.warning("kafka send failed after %d of %d entries: %s", len(futures), len(entries), exc)
+        try:
+            self._producer.flush(timeout=(DELIVERY_TIMEOUT_MS + REQUEST_TIMEOUT_MS) / 1000)
+        except KafkaError as exc:
+            log.warning("kafka flush did not complete: %s", exc)
+        acked = 0
+        for future in futures:
+            if not (future.is_done and future.succeeded()):
+                if future.is_done:
+                    log.warning("kafka rejected an event: %s", future.exception)
+                break
+            acked += 1
+        return acked
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)

@@ -1,0 +1,75 @@
+"""Creating deposit accounts: new keys, sealed, watched, and announced, in one atomic write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from wallet.custody.keys import new_key_pair
+from wallet.custody.vault import KeyVault
+from wallet.events import address_created_event, utc_now
+from wallet.outbox import Outbox
+from wallet.state.keyspace import Keyspace
+
+# A request's outcome is remembered this long, which bounds how late a redelivery stays harmless.
+REQUEST_MEMORY_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class CreatedAccounts:
+    request_id: str
+    addresses: list[str]
+    created: bool  # False when the request had already been done: nothing new was written
+
+
+class AccountService:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, vault: KeyVault, outbox: Outbox,
+                 chain_id: int) -> None:
+        self._redis = client
+        self._keyspace = keyspace
+        self._vault = vault
+        self._outbox = outbox
+        self._chain_id = chain_id
+
+    def create(self, request_id: str, count: int = 1, meta: dict[str, Any] | None = None) -> CreatedAccounts:
+        """Create `count` accounts for a request, at most once per request id.
+
+        Keys, watched set, account records, the request's outcome and the `address.created` events
+        are written in one MULTI/EXEC: either all of it exists or none of it does.
+        """
+        meta = meta or {}
+        request_key = self._keyspace.request(request_id)
+        done = self._redis.get(request_key)
+        if done is not None:
+            return CreatedAccounts(request_id, orjson.loads(done), created=False)
+
+        pairs = [new_key_pair() for _ in range(count)]
+        addresses = [p.address for p in pairs]
+        sealed = {p.address.lower(): self._vault.seal(p) for p in pairs}
+        facts = orjson.dumps({"request_id": request_id, "created_at": utc_now().isoformat()})
+        events = [
+            address_created_event(self._chain_id, a, request_id, i, count, meta)
+            for i, a in enumerate(addresses)
+        ]
+
+        def write(pipe: redis.client.Pipeline) -> CreatedAccounts:
+            # WATCHed: a concurrent duplicate of this request makes one of the two EXECs fail.
+            earlier = pipe.get(request_key)
+            if earlier is not None:
+                return CreatedAccounts(request_id, orjson.loads(earlier), created=False)
+            pipe.multi()
+            pipe.hset(self._keyspace.sealed_keys, mapping=sealed)
+            pipe.sadd(self._keyspace.watched, *sealed.keys())
+            pipe.hset(self._keyspace.accounts, mapping={a: facts for a in sealed})
+            for event in events:
+                self._outbox.append(pipe, event)
+            pipe.set(request_key, orjson.dumps(addresses), ex=REQUEST_MEMORY_SECONDS)
+            return CreatedAccounts(request_id, addresses, created=True)
+
+        return self._redis.transaction(write, request_key, value_from_callable=True)
+
+    def is_watched(self, address: str) -> bool:
+        return bool(self._redis.sismember(self._keyspace.watched, address.lower()))

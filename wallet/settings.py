@@ -1,0 +1,65 @@
+"""One typed settings object, read from WALLET_* environment variables.
+
+Every process (workers, beat, bridge, command consumer, CLI, tests, docker-compose) is configured
+through these same variables, so the dev stack and production differ only in values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
+
+    # Redis holds state, the outbox, and (by default) the Celery broker and result backend.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str | None = None  # defaults to redis_url
+    celery_result_backend: str | None = None  # defaults to redis_url
+    # Every Redis key this system writes starts with this, so several deployments can share a Redis.
+    key_prefix: str = "wallet"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = ""
+    kafka_command_group: str = "eth-wallet-manager"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    # Small in tests: a group join waits for the rebalance timeout.
+    kafka_max_poll_interval_ms: int = 300_000
+
+    eth_rpc_url: str = "http://127.0.0.1:8545"
+    # When unset, asked from the node once (eth_chainId) and cached for the process.
+    chain_id: int | None = None
+
+    # The master key that wraps private keys at rest: 32 bytes as hex, or a file holding that hex.
+    # Only the key-holding worker is given it.
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+
+    max_command_bytes: int = Field(default=64 * 1024, gt=0)
+    max_batch_count: int = Field(default=1000, gt=0)
+
+    bridge_batch_size: int = Field(default=500, gt=0)
+    # How long one relay task keeps forwarding before it hands over to its successor.
+    bridge_budget_seconds: float = Field(default=30.0, gt=0)
+    bridge_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Redis repositories. Every key this system writes is named in keyspace.py."""

@@ -1,0 +1,55 @@
+"""Builds the domain objects from Settings. One place, so every process wires them the same way."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import redis
+
+from wallet.chain.client import fetch_chain_id
+from wallet.custody.master_key import load_master_key
+from wallet.custody.vault import KeyVault
+from wallet.outbox import Outbox
+from wallet.services.accounts import AccountService
+from wallet.settings import Settings
+from wallet.state.keyspace import Keyspace
+
+
+class Wiring:
+    """Lazily built, per process. Holds no key material unless `vault` is asked for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+
+    @cached_property
+    def keyspace(self) -> Keyspace:
+        return Keyspace(self.settings.key_prefix)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.redis, self.keyspace.outbox)
+
+    @cached_property
+    def chain_id(self) -> int:
+        if self.settings.chain_id is not None:
+            return self.settings.chain_id
+        return fetch_chain_id(self.settings.eth_rpc_url)
+
+    @cached_property
+    def vault(self) -> KeyVault:
+        """Loads the master key and checks it against the store: only the key-holding worker calls this."""
+        vault = KeyVault(
+            self.redis,
+            self.keyspace,
+            load_master_key(self.settings.master_key, self.settings.master_key_file),
+        )
+        vault.verify_master_key()
+        return vault
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        return AccountService(self.redis, self.keyspace, self.vault, self.outbox, self.chain_id)
