@@ -14,10 +14,6 @@ from wallet.bridge import run_relay
 
 log = logging.getLogger(__name__)
 
-# Longer than one relay iteration can block (a Kafka flush is bounded at ~30 s): the lock outlives
-# every pause of a live relay, and frees itself soon after a dead one.
-LOCK_SECONDS = 60
-
 
 @shared_task(name="tasks.bridge.relay_outbox", ignore_result=True)
 def relay_outbox() -> dict[str, Any]:
@@ -33,7 +29,7 @@ def relay_outbox() -> dict[str, Any]:
         publisher.cache_clear()
         log.warning("kafka unavailable, relay will be tried again by the next tick: %s", exc)
         return {"ran": False, "error": type(exc).__name__}
-    lock = w.redis.lock(w.keyspace.bridge_lock, timeout=LOCK_SECONDS)
+    lock = w.redis.lock(w.keyspace.bridge_lock, timeout=w.settings.bridge_lock_seconds)
     summary = run_relay(
         w.outbox, pub, lock,
         budget_seconds=w.settings.bridge_budget_seconds,

@@ -20,9 +20,6 @@ from wallet.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A produce that the broker has not acknowledged within this is failed, and the outbox entry stays.
-DELIVERY_TIMEOUT_MS = 20_000
-REQUEST_TIMEOUT_MS = 10_000
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -68,14 +65,17 @@ class KafkaPublisher:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        delivery_ms = settings.kafka_delivery_timeout_ms
+        self._flush_seconds = delivery_ms / 1000 + 1
         self._producer = KafkaProducer(
             **client_config(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-            delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
-            max_block_ms=DELIVERY_TIMEOUT_MS,
+            # kafka-python requires delivery >= linger + request timeout.
+            request_timeout_ms=delivery_ms // 2,
+            delivery_timeout_ms=delivery_ms,
+            max_block_ms=delivery_ms,
         )
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
@@ -94,7 +94,7 @@ class KafkaPublisher:
             # send() itself gave up (no metadata within max_block_ms): what was queued still counts.
             log.warning("kafka send failed after %d of %d entries: %s", len(futures), len(entries), exc)
         try:
-            self._producer.flush(timeout=(DELIVERY_TIMEOUT_MS + REQUEST_TIMEOUT_MS) / 1000)
+            self._producer.flush(timeout=self._flush_seconds)
         except KafkaError as exc:
             log.warning("kafka flush did not complete: %s", exc)
         acked = 0

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # How long one relay task keeps forwarding before it hands over to its successor.
     bridge_budget_seconds: float = Field(default=30.0, gt=0)
     bridge_interval_seconds: float = Field(default=5.0, gt=0)
+    # The relay's lease. A relay killed mid-run blocks forwarding for at most this long.
+    bridge_lock_seconds: int = Field(default=60, gt=0)
+    # A produce not acknowledged within this fails and its outbox entry stays for the next try.
+    # Kept well under bridge_lock_seconds so a live relay never outlasts its lease while waiting.
+    kafka_delivery_timeout_ms: int = Field(default=20_000, ge=1_000)
 
     @property
     def broker_url(self) -> str:

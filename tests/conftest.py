@@ -1,0 +1,74 @@
+"""The suite runs the real system: Redis, Tansu, Anvil, Celery workers, beat, the bridge and the
+command consumer as separate processes on free loopback ports, started once per session by the
+same launcher as `wallet stack up`, and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.kafka_probe import KafkaProbe
+from workers.devstack import Stack, StackConfig
+
+# Short timeouts so fault tests see failures and recoveries in seconds, not minutes.
+TEST_ENV = {
+    "WALLET_KAFKA_MAX_POLL_INTERVAL_MS": "3000",
+    "WALLET_BRIDGE_INTERVAL_SECONDS": "1",
+    "WALLET_BRIDGE_BUDGET_SECONDS": "10",
+    "WALLET_BRIDGE_LOCK_SECONDS": "8",
+    "WALLET_KAFKA_DELIVERY_TIMEOUT_MS": "3000",
+}
+
+_home = Path(tempfile.mkdtemp(prefix="wallet-test-stack-"))
+_config = StackConfig.fresh(prefer_defaults=False, key_prefix="wtest", extra_env=TEST_ENV)
+_stack = Stack(_home, _config)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module imports the Celery app: it reads its broker from these.
+    for key, value in _stack.client_env().items():
+        os.environ[key] = value
+    os.environ.pop("WALLET_MASTER_KEY", None)
+    os.environ.pop("WALLET_MASTER_KEY_FILE", None)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    try:
+        _stack.start()
+        yield _stack
+    finally:
+        _stack.down()
+        if os.environ.get("WALLET_KEEP_TEST_STACK") is None:
+            shutil.rmtree(_home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_client(stack: Stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.redis_url)
+
+
+@pytest.fixture(scope="session")
+def kafka(stack: Stack) -> KafkaProbe:
+    probe = KafkaProbe(stack.kafka_bootstrap)
+    yield probe
+    probe.close()
+
+
+@pytest.fixture
+def master_key(stack: Stack) -> bytes:
+    return bytes.fromhex(stack.master_key_file.read_text().strip())
+
+
+@pytest.fixture
+def celery_app(stack: Stack):
+    """Our real Celery app, pointed at the test stack (the name pytest-celery's fixtures expect)."""
+    from workers.app import app
+
+    return app

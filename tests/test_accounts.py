@@ -1,0 +1,106 @@
+"""Account creation through the running system: Kafka and Celery in, Kafka out."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from tests.kafka_probe import KafkaProbe
+from wallet.custody.cipher import SecretCipher
+from wallet.custody.keys import address_of
+from wallet.events import event_id_for
+from workers.devstack import Stack
+
+PREFIX = "wtest"
+
+
+def marker() -> str:
+    return uuid.uuid4().hex
+
+
+def by_meta(mark: str):
+    return lambda e: e["meta"].get("mark") == mark
+
+
+def test_create_account_command_on_kafka_yields_one_address_created_event(
+    stack: Stack, kafka: KafkaProbe, redis_client: redis.Redis
+) -> None:
+    mark = marker()
+    kafka.send("command", {"type": "create_account", "meta": {"mark": mark, "user": 42}})
+
+    [event] = kafka.events("address.created", by_meta(mark))
+    address = event["payload"]["address"]
+    assert event["type"] == "address.created"
+    assert event["schema_version"] == 1
+    assert event["chain_id"] == 31337
+    assert event["meta"] == {"mark": mark, "user": 42}
+    assert event["event_id"] == event_id_for(31337, "address.created", address.lower())
+    assert redis_client.sismember(f"{PREFIX}:watched", address.lower())
+
+    # Exactly one: a later command's event is behind it on the same partition, and nothing for
+    # this request came in between or after.
+    later = marker()
+    kafka.send("command", {"type": "create_account", "meta": {"mark": later}})
+    messages = kafka.read_all(
+        "address.created", lambda ms: any(later in m.value.decode() for m in ms)
+    )
+    assert [m.event["payload"]["address"] for m in messages if mark in m.value.decode()] == [address]
+    assert [m.key for m in messages if mark in m.value.decode()] == [address.lower()]
+
+
+def test_direct_task_batch_creates_sealed_watched_addresses(
+    celery_app, kafka: KafkaProbe, redis_client: redis.Redis, master_key: bytes
+) -> None:
+    from tasks.accounts import create_account
+
+    mark = marker()
+    result = create_account.delay(meta={"mark": mark}, count=5).get(timeout=30)
+
+    addresses = result["addresses"]
+    assert result["created"] is True and len(set(addresses)) == 5
+    events = kafka.events("address.created", by_meta(mark), count=5)
+    assert sorted(e["payload"]["address"] for e in events) == sorted(addresses)
+    assert {e["payload"]["count_in_request"] for e in events} == {5}
+
+    cipher = SecretCipher(master_key)
+    for address in addresses:
+        blob = redis_client.hget(f"{PREFIX}:keys", address.lower())
+        private_key = cipher.decrypt(blob, address.lower().encode())
+        # The stored key is the key of this address, and it is not readable without the master key.
+        assert address_of(private_key) == address
+        assert private_key not in blob and private_key.hex().encode() not in blob
+        assert redis_client.sismember(f"{PREFIX}:watched", address.lower())
+
+
+def test_same_request_id_twice_creates_once(kafka: KafkaProbe, celery_app) -> None:
+    from tasks.accounts import create_account
+
+    mark, request_id = marker(), f"req-{marker()}"
+    command = {"type": "create_account", "meta": {"mark": mark}, "count": 2, "request_id": request_id}
+    kafka.send("command", command)
+    kafka.send("command", command)
+    # The same request through Celery too: the platform may retry on either path.
+    direct = create_account.delay(meta={"mark": mark}, count=2, request_id=request_id).get(timeout=30)
+
+    events = kafka.events("address.created", by_meta(mark), count=2)
+    assert sorted(e["payload"]["address"] for e in events) == sorted(direct["addresses"])
+    # A sentinel proves the duplicates had time to show up, had they been made.
+    later = marker()
+    kafka.send("command", {"type": "create_account", "meta": {"mark": later}})
+    messages = kafka.read_all("address.created", lambda ms: any(later in m.value.decode() for m in ms))
+    assert len([m for m in messages if mark in m.value.decode()]) == 2
+
+
+def test_invalid_direct_call_fails_for_the_caller_and_on_errors(celery_app, kafka: KafkaProbe) -> None:
+    from tasks.accounts import create_account
+
+    mark = marker()
+    async_result = create_account.delay(meta={"mark": mark}, count=0)
+    with pytest.raises(Exception) as excinfo:
+        async_result.get(timeout=30)
+    assert "count" in str(excinfo.value)
+    [event] = kafka.events("errors", by_meta(mark))
+    assert event["type"] == "command.rejected"
+    assert event["payload"]["code"] == "invalid_fields"

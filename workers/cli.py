@@ -1,0 +1,266 @@
+"""The `wallet` command: the dev stack, accounts, topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.json import JSON
+from rich.table import Table
+
+from workers.devstack import ALL, Stack, StackError
+
+app = typer.Typer(help="Ethereum wallet manager.", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded dev stack: Redis, Tansu, Anvil, workers, beat, bridge, Flower.",
+                        no_args_is_help=True)
+account_app = typer.Typer(help="Deposit accounts.", no_args_is_help=True)
+topic_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(account_app, name="account")
+app.add_typer(topic_app, name="topic")
+app.add_typer(topic_app, name="topics", hidden=True)
+
+console = Console()
+HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="Dev stack state folder.")]
+DEFAULT_HOME = Path(".devstack")
+
+
+def _use_stack_env(home: Path) -> None:
+    """When no WALLET_* settings are given, talk to the dev stack in `home`."""
+    state = home / "stack.json"
+    if state.exists() and "WALLET_REDIS_URL" not in os.environ:
+        for key, value in Stack.load_or_create(home).client_env().items():
+            os.environ.setdefault(key, value)
+
+
+def _settings():
+    from wallet.settings import Settings
+
+    return Settings()
+
+
+# ---------------------------------------------------------------- stack
+@stack_app.command("up")
+def stack_up(
+    home: HomeOption = DEFAULT_HOME,
+    detach: Annotated[bool, typer.Option(help="Return once it is up, leaving it running.")] = False,
+    demo: Annotated[bool, typer.Option(help="Create an account through Kafka and show its event.")] = True,
+) -> None:
+    """Start every process, show the system working, and run until Ctrl-C."""
+    stack = Stack.load_or_create(home)
+    if stack.ensure_master_key():
+        console.print(f"[yellow]created a new dev master key at {stack.master_key_file}[/] (keep it: "
+                      "the keys in this stack's Redis are sealed with it)")
+    with console.status("starting the dev stack..."):
+        try:
+            stack.start()
+        except StackError as exc:
+            console.print(f"[red]start failed:[/] {exc}")
+            stack.down()
+            raise typer.Exit(1) from None
+    _print_status(stack)
+    console.print(f"Flower: [bold]{stack.flower_url}[/] (user [bold]{stack.config.flower_user}[/], "
+                  f"password [bold]{stack.config.flower_password}[/]); logs in {stack.logs}/")
+    for key, value in stack.client_env().items():
+        os.environ[key] = value
+    if demo:
+        _demo(stack)
+    if detach:
+        console.print(f"running in the background; stop with: wallet stack down --home {home}")
+        return
+    console.print("running; Ctrl-C stops everything")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(1.0):
+            dead = [n for n in ALL if not stack.alive(n)]
+            if dead:
+                console.print(f"[red]exited:[/] {', '.join(dead)}; see {stack.logs}/")
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping..."):
+            stack.down()
+        console.print("stopped")
+
+
+def _demo(stack: Stack) -> None:
+    from wallet.events import TOPIC_ADDRESS_CREATED, TOPIC_COMMAND
+
+    request = f"demo-{uuid.uuid4().hex[:8]}"
+    command = {"type": "create_account", "meta": {"demo": True, "request": request}}
+    console.print(f"demo: sending on [bold]{TOPIC_COMMAND}[/]: {json.dumps(command)}")
+    started = time.monotonic()
+    settings = _settings()
+    _produce(settings, TOPIC_COMMAND, json.dumps(command).encode())
+    event = _first_matching(settings, TOPIC_ADDRESS_CREATED,
+                            lambda e: e.get("meta", {}).get("request") == request, timeout=30)
+    if event is None:
+        console.print(f"[red]demo: no {TOPIC_ADDRESS_CREATED} event within 30 s[/]")
+        raise typer.Exit(1)
+    console.print(f"demo: read back from [bold]{TOPIC_ADDRESS_CREATED}[/] "
+                  f"after {time.monotonic() - started:.2f}s:")
+    console.print(JSON.from_data(event))
+
+
+@stack_app.command("down")
+def stack_down(home: HomeOption = DEFAULT_HOME) -> None:
+    """Stop every process of the dev stack."""
+    stack = Stack.load_or_create(home)
+    stack.down()
+    console.print("stopped")
+
+
+@stack_app.command("status")
+def stack_status(home: HomeOption = DEFAULT_HOME) -> None:
+    """Which processes are running, and where."""
+    _print_status(Stack.load_or_create(home))
+
+
+@stack_app.command("env")
+def stack_env(home: HomeOption = DEFAULT_HOME) -> None:
+    """Print `export` lines that point a shell (and `celery`, python clients) at the dev stack."""
+    for key, value in Stack.load_or_create(home).client_env().items():
+        print(f"export {key}={value}")
+
+
+def _print_status(stack: Stack) -> None:
+    table = Table("process", "state", "pid", "log")
+    for name, alive in stack.status().items():
+        table.add_row(name, "[green]running[/]" if alive else "[red]stopped[/]",
+                      str(stack.pid(name) or "-"), str(stack.logs / f"{name}.log"))
+    console.print(table)
+    console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  anvil {stack.rpc_url}")
+
+
+# ---------------------------------------------------------------- accounts
+@account_app.command("create")
+def account_create(
+    count: Annotated[int, typer.Option(min=1)] = 1,
+    meta: Annotated[str, typer.Option(help="JSON object echoed back in the events.")] = "{}",
+    via: Annotated[str, typer.Option(help="kafka (a command message) or celery (a task).")] = "celery",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 30.0,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Create deposit addresses and print them."""
+    _use_stack_env(home)
+    try:
+        meta_obj = json.loads(meta)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+    if via == "celery":
+        from tasks.accounts import create_account
+
+        result = create_account.delay(meta=meta_obj, count=count).get(timeout=wait)
+        console.print(JSON.from_data(result))
+    elif via == "kafka":
+        request_id = f"cli-{uuid.uuid4()}"
+        command = {"type": "create_account", "meta": meta_obj, "count": count, "request_id": request_id}
+        settings = _settings()
+        _produce(settings, "command", json.dumps(command).encode())
+        events = _collect(settings, "address.created",
+                          lambda e: e["payload"].get("request_id") == request_id, count, wait)
+        for event in events:
+            console.print(JSON.from_data(event))
+        if len(events) < count:
+            console.print(f"[red]only {len(events)} of {count} events within {wait}s[/]")
+            raise typer.Exit(1)
+    else:
+        raise typer.BadParameter("--via is kafka or celery")
+
+
+# ---------------------------------------------------------------- topics
+@topic_app.command("create")
+def topics_create(home: HomeOption = DEFAULT_HOME) -> None:
+    """Create the system's Kafka topics if missing (Tansu needs them before the first produce)."""
+    from wallet.kafka import ensure_topics
+
+    _use_stack_env(home)
+    created = ensure_topics(_settings())
+    console.print(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@topic_app.command("tail")
+def topic_tail(
+    topic: str,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    max_messages: Annotated[int, typer.Option("--max", help="Stop after this many (0: never).")] = 0,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Print a topic's messages as they arrive."""
+    from kafka import KafkaConsumer
+
+    from wallet.kafka import client_config, topic_name
+
+    _use_stack_env(home)
+    settings = _settings()
+    consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
+                             auto_offset_reset="earliest" if from_beginning else "latest")
+    seen = 0
+    try:
+        for message in consumer:
+            key = message.key.decode() if message.key else None
+            console.print(f"[dim]{message.topic}/{message.partition}@{message.offset} key={key}[/]")
+            try:
+                console.print(JSON(message.value.decode()))
+            except Exception:  # noqa: BLE001 - show what is there, even if not JSON
+                console.print(repr(message.value))
+            seen += 1
+            if max_messages and seen >= max_messages:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------- kafka helpers
+def _produce(settings: Any, topic: str, value: bytes) -> None:
+    from kafka import KafkaProducer
+
+    from wallet.kafka import client_config, topic_name
+
+    producer = KafkaProducer(**client_config(settings), acks="all")
+    try:
+        producer.send(topic_name(settings, topic), value=value).get(timeout=15)
+    finally:
+        producer.close()
+
+
+def _collect(settings: Any, topic: str, match, count: int, timeout: float) -> list[dict[str, Any]]:
+    from kafka import KafkaConsumer
+
+    from wallet.kafka import client_config, topic_name
+
+    consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    event = json.loads(record.value)
+                    if match(event):
+                        found.append(event)
+    finally:
+        consumer.close()
+    return found
+
+
+def _first_matching(settings: Any, topic: str, match, timeout: float) -> dict[str, Any] | None:
+    found = _collect(settings, topic, match, 1, timeout)
+    return found[0] if found else None
+
+
+if __name__ == "__main__":
+    app()
