@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import shared_task
-from kafka.errors import KafkaError
 
 from tasks.deps import publisher, wiring
 from wallet.bridge import run_relay
@@ -23,12 +22,7 @@ def relay_outbox() -> dict[str, Any]:
     return at once; after a crash, the next one takes over.
     """
     w = wiring()
-    try:
-        pub = publisher()
-    except KafkaError as exc:
-        publisher.cache_clear()
-        log.warning("kafka unavailable, relay will be tried again by the next tick: %s", exc)
-        return {"ran": False, "error": type(exc).__name__}
+    pub = publisher()
     lock = w.redis.lock(w.keyspace.bridge_lock, timeout=w.settings.bridge_lock_seconds)
     summary = run_relay(
         w.outbox, pub, lock,

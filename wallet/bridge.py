@@ -46,6 +46,8 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
     acked = publisher.publish(entries)
     outbox.remove([e.entry_id for e in entries[:acked]])
     if acked < len(entries):
+        log.warning("publish failed: %d of %d acknowledged; the rest stay in the outbox",
+                    acked, len(entries))
         return acked, STREAM_START, True
     return acked, entries[-1].entry_id, False
 

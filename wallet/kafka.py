@@ -7,6 +7,7 @@ first produce; creating them up front is harmless on Kafka too.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,16 +62,28 @@ def ensure_topics(settings: Settings, partitions: int = 1, replication: int = 1)
 
 
 class KafkaPublisher:
-    """Forwards outbox entries with acks=all; reports how many leading entries the broker acknowledged."""
+    """Forwards outbox entries with acks=all; reports how many leading entries the broker acknowledged.
+
+    Not Kafka's idempotent producer: kafka-python's stays wedged after a batch expires (seen
+    against a paused broker: producer id reset to -1, every later flush timing out), while a plain
+    producer with one request in flight keeps order and recovers the moment the broker answers.
+    The duplicates a retry may write carry the same event_id, which consumers drop.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        delivery_ms = settings.kafka_delivery_timeout_ms
-        self._flush_seconds = delivery_ms / 1000 + 1
-        self._producer = KafkaProducer(
-            **client_config(settings),
+        self._flush_seconds = settings.kafka_delivery_timeout_ms / 1000 + 1
+        self._producer: KafkaProducer | None = None
+        # Relays are serialized by a Redis lock, but a lease can lapse: never interleave two batches.
+        self._serial = threading.Lock()
+
+    def _new_producer(self) -> KafkaProducer:
+        delivery_ms = self._settings.kafka_delivery_timeout_ms
+        return KafkaProducer(
+            **client_config(self._settings),
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=False,
+            max_in_flight_requests_per_connection=1,
             linger_ms=2,
             # kafka-python requires delivery >= linger + request timeout.
             request_timeout_ms=delivery_ms // 2,
@@ -79,11 +92,21 @@ class KafkaPublisher:
         )
 
     def publish(self, entries: Sequence[OutboxEntry]) -> int:
+        with self._serial:
+            try:
+                if self._producer is None:
+                    self._producer = self._new_producer()
+            except KafkaError as exc:
+                log.warning("kafka unavailable: %s", exc)
+                return 0
+            return self._send_all(self._producer, entries)
+
+    def _send_all(self, producer: KafkaProducer, entries: Sequence[OutboxEntry]) -> int:
         futures = []
         try:
             for entry in entries:
                 futures.append(
-                    self._producer.send(
+                    producer.send(
                         topic_name(self._settings, entry.topic),
                         key=entry.key.encode() if entry.key else None,
                         value=entry.value,
@@ -94,7 +117,7 @@ class KafkaPublisher:
             # send() itself gave up (no metadata within max_block_ms): what was queued still counts.
             log.warning("kafka send failed after %d of %d entries: %s", len(futures), len(entries), exc)
         try:
-            self._producer.flush(timeout=self._flush_seconds)
+            producer.flush(timeout=self._flush_seconds)
         except KafkaError as exc:
             log.warning("kafka flush did not complete: %s", exc)
         acked = 0
@@ -107,4 +130,7 @@ class KafkaPublisher:
         return acked
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        with self._serial:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None

@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
