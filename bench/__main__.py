@@ -1,0 +1,19 @@
+"""`python -m bench [name ...]`: run the benchmarks (all by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import accounts
+
+BENCHES = {"accounts": accounts.main}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(BENCHES)
+    for name in names:
+        BENCHES[name]()
+
+
+if __name__ == "__main__":
+    main()

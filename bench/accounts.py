@@ -1,0 +1,93 @@
+"""Addresses created per second through the system, against raw key generation in the same run.
+
+System: create_account tasks -> key-holding worker (generate, seal, one MULTI/EXEC with the outbox)
+-> bridge -> Kafka; the clock stops when the last `address.created` event has been read back from
+Kafka. Baseline: the same key generation (coincurve + keccak) in a tight loop in this process, and
+eth-account's Account.create() for reference. Machines here are noisy: compare the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from workers.devstack import Stack, StackConfig
+
+RAW_KEYS = 5_000
+BATCHES = [(1, 500), (100, 50)]  # (addresses per task, tasks)
+
+
+def raw_rates() -> dict[str, float]:
+    from eth_account import Account
+
+    from wallet.custody.keys import new_key_pair
+
+    started = time.perf_counter()
+    for _ in range(RAW_KEYS):
+        new_key_pair()
+    ours = RAW_KEYS / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(RAW_KEYS // 5):
+        Account.create()
+    eth_account = (RAW_KEYS // 5) / (time.perf_counter() - started)
+    return {"coincurve_keys_per_s": ours, "eth_account_create_per_s": eth_account}
+
+
+def system_rate(stack: Stack, per_task: int, tasks: int) -> dict[str, float]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tasks.accounts import create_account
+
+    mark = uuid.uuid4().hex
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    tp = TopicPartition("address.created", 0)
+    consumer.assign([tp])
+    consumer.seek_to_end(tp)
+    consumer.poll(timeout_ms=100)
+    expected = per_task * tasks
+    started = time.perf_counter()
+    for _ in range(tasks):
+        create_account.delay(meta={"bench": mark}, count=per_task)
+    enqueued = time.perf_counter() - started
+    seen = 0
+    deadline = time.monotonic() + 600
+    while seen < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200, max_records=5000).values():
+            seen += sum(1 for r in records if mark.encode() in r.value)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    if seen < expected:
+        raise RuntimeError(f"only {seen} of {expected} events arrived")
+    return {"addresses": expected, "seconds": elapsed, "enqueue_seconds": enqueued,
+            "addresses_per_s": expected / elapsed}
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
+    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix="wbench"))
+    for key, value in stack.client_env().items():
+        os.environ[key] = value
+    try:
+        stack.start()
+        raw = raw_rates()
+        results = {"raw": raw, "system": {}}
+        for per_task, tasks in BATCHES:
+            rate = system_rate(stack, per_task, tasks)
+            rate["ratio_vs_raw_keygen"] = rate["addresses_per_s"] / raw["coincurve_keys_per_s"]
+            results["system"][f"{per_task}_per_task"] = rate
+        print(json.dumps(results, indent=2))
+        out = Path(__file__).parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "accounts.json").write_text(json.dumps(results, indent=2))
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

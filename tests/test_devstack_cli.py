@@ -1,0 +1,37 @@
+"""The README's first command, run as a user runs it: the whole stack up, the demo, and down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from workers.devstack import ALL, REPO_ROOT, Stack
+
+WALLET = str(REPO_ROOT / ".venv" / "bin" / "wallet")
+
+
+def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env["WALLET_DEVSTACK_DIR"] = str(tmp_path / "stack")
+    env["COLUMNS"] = "200"
+    try:
+        up = subprocess.run([WALLET, "stack", "up", "--detach"], env=env, capture_output=True, text=True,
+                            timeout=180, cwd=tmp_path)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "demo: read back from address.created" in up.stdout
+        assert '"type": "address.created"' in up.stdout
+        assert "Flower: http://127.0.0.1:" in up.stdout
+        stack = Stack.load_or_create(tmp_path / "stack")
+        assert all(stack.status().values()), stack.status()
+
+        created = subprocess.run([WALLET, "account", "create", "--count", "2", "--meta", '{"cli": 1}'],
+                                 env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert created.returncode == 0, created.stdout + created.stderr
+        assert created.stdout.count('"0x') == 2
+    finally:
+        down = subprocess.run([WALLET, "stack", "down"], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
+    stack = Stack.load_or_create(tmp_path / "stack")
+    assert not any(stack.alive(name) for name in ALL)

@@ -1,0 +1,65 @@
+"""The relay's ordering and deletion rules, on a real Redis stream, with a publisher that fails on cue
+(our own Publisher interface, not a stand-in for Kafka: the Kafka path is covered in test_faults)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import redis
+
+from wallet.bridge import relay_once, run_relay
+from wallet.events import address_created_event
+from wallet.outbox import STREAM_START, Outbox, OutboxEntry
+
+
+class FlakyPublisher:
+    def __init__(self, ack_limits: list[int]) -> None:
+        self.ack_limits = ack_limits  # per call: how many leading entries the "broker" acknowledges
+        self.delivered: list[str] = []
+
+    def publish(self, entries: Sequence[OutboxEntry]) -> int:
+        limit = self.ack_limits.pop(0) if self.ack_limits else len(entries)
+        acked = entries[:limit]
+        self.delivered += [e.event_id for e in acked]
+        return len(acked)
+
+
+def _outbox(client: redis.Redis, n: int) -> tuple[Outbox, list[str]]:
+    outbox = Outbox(client, f"wtest:relay-test:{uuid.uuid4().hex}")
+    ids = []
+    pipe = client.pipeline()
+    for i in range(n):
+        event = address_created_event(1, f"0x{i:040x}", "r", i, n, {})
+        outbox.append(pipe, event)
+        ids.append(event.envelope.event_id)
+    pipe.execute()
+    return outbox, ids
+
+
+def test_partial_ack_deletes_only_the_acknowledged_prefix_and_resends_in_order(redis_client) -> None:
+    outbox, ids = _outbox(redis_client, 5)
+    publisher = FlakyPublisher([2])
+
+    sent, cursor, failed = relay_once(outbox, publisher, STREAM_START, 10, None)
+    assert (sent, cursor, failed) == (2, STREAM_START, True)
+    assert [e.event_id for e in outbox.entries()] == ids[2:]
+
+    sent, cursor, failed = relay_once(outbox, publisher, cursor, 10, None)
+    assert (sent, failed) == (3, False)
+    assert publisher.delivered == ids
+    assert len(outbox) == 0
+
+
+def test_run_relay_skips_when_another_relay_holds_the_lock(redis_client) -> None:
+    outbox, _ = _outbox(redis_client, 1)
+    key = f"wtest:relay-lock:{uuid.uuid4().hex}"
+    held = redis_client.lock(key, timeout=10)
+    assert held.acquire(blocking=False)
+    summary = run_relay(outbox, FlakyPublisher([]), redis_client.lock(key, timeout=10),
+                        budget_seconds=0.5, batch_size=10)
+    assert not summary.ran and len(outbox) == 1
+    held.release()
+    summary = run_relay(outbox, FlakyPublisher([]), redis_client.lock(key, timeout=10),
+                        budget_seconds=0.5, batch_size=10)
+    assert summary.ran and summary.forwarded == 1 and len(outbox) == 0
