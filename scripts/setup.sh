@@ -15,12 +15,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The package may start a system Redis on 6379; ours run on their own ports, so leave it be.
 fi
 
-stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "creating the virtualenv with pinned packages"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check uv
-  .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.lock
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv==0.13.9
+  .venv/bin/uv pip install -q --python .venv/bin/python -r requirements-dev.lock
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   rm -f .venv/.installed-*; touch "$stamp"
 fi

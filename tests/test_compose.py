@@ -347,7 +347,7 @@ def test_worker_node_names_are_unique(services):
 def test_single_beat(services):
     beats = [name for name, svc in services.items() if command_of(svc)[3:4] == ["beat"]]
     assert beats == ["beat"], f"exactly one beat, got {beats} (each would enqueue every periodic task)"
-    assert not any("-B" == a or "--beat" == a for svc in services.values() for a in command_of(svc))
+    assert not any(a == "-B" or a == "--beat" for svc in services.values() for a in command_of(svc))
 
 
 # --- exposure -------------------------------------------------------------------------------
@@ -483,10 +483,10 @@ def test_no_dependency_cycles(services):
     def visit(name: str, path: list[str]) -> None:
         if state.get(name) == "done":
             return
-        assert state.get(name) != "open", f"depends_on cycle: {' -> '.join(path + [name])}"
+        assert state.get(name) != "open", f"depends_on cycle: {' -> '.join([*path, name])}"
         state[name] = "open"
         for target in depends_on_of(services[name]):
-            visit(target, path + [name])
+            visit(target, [*path, name])
         state[name] = "done"
 
     for name in services:

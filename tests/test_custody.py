@@ -28,7 +28,7 @@ def _start_key_worker(stack: Stack, extra_env: dict[str, str]) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "keys", "-c", "1",
          "-n", f"badkeys-{secrets.token_hex(3)}@%h", "--loglevel", "INFO"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=60,
     )
 
 

@@ -16,7 +16,7 @@ def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_p
     env["WALLET_DEVSTACK_DIR"] = str(tmp_path / "stack")
     env["COLUMNS"] = "200"
     try:
-        up = subprocess.run([WALLET, "stack", "up", "--detach"], env=env, capture_output=True, text=True,
+        up = subprocess.run([WALLET, "stack", "up", "--detach"], env=env, capture_output=True, text=True, check=False,
                             timeout=180, cwd=tmp_path)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "demo: read back from address.created" in up.stdout
@@ -26,11 +26,11 @@ def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_p
         assert all(stack.status().values()), stack.status()
 
         created = subprocess.run([WALLET, "account", "create", "--count", "2", "--meta", '{"cli": 1}'],
-                                 env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                                 env=env, capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path)
         assert created.returncode == 0, created.stdout + created.stderr
         assert created.stdout.count('"0x') == 2
     finally:
-        down = subprocess.run([WALLET, "stack", "down"], env=env, capture_output=True, text=True,
+        down = subprocess.run([WALLET, "stack", "down"], env=env, capture_output=True, text=True, check=False,
                               timeout=120, cwd=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
     stack = Stack.load_or_create(tmp_path / "stack")

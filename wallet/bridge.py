@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -80,10 +81,8 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
                 return RelaySummary(forwarded, failures, ran=True, finished_on_time=False)
         return RelaySummary(forwarded, failures, ran=True, finished_on_time=True)
     finally:
-        try:
+        with contextlib.suppress(LockError):  # an expired lease is already free
             lock.release()
-        except LockError:
-            pass  # expired: already free
 
 
 def _sleep_backoff(attempt: int) -> None:

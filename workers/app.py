@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from celery import Celery
@@ -27,11 +28,9 @@ def check_custody(sender: str, instance, **_: object) -> None:
     if KEY_QUEUE not in queues:
         return
     try:
-        wiring().vault
+        wiring().vault.verify_master_key()
     except CustodyError as exc:
         log.critical("refusing to start %s: %s", sender, exc)
         print(f"error: refusing to start {sender}: [{exc.code}] {exc}", file=sys.stderr, flush=True)
         # os._exit: Celery's signal dispatch swallows exceptions, and this must not be ignored.
-        import os
-
         os._exit(3)

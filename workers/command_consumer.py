@@ -94,7 +94,7 @@ def _handle_until_done(record: ConsumerRecord, settings: Settings, stop: threadi
         try:
             handle(record, settings)
             return
-        except Exception as exc:  # noqa: BLE001 - anything here is infrastructure, retried
+        except Exception as exc:  # anything here is infrastructure: retried, never skipped
             if stop.is_set():
                 raise
             log.warning("could not hand on command at offset %s (%s); retrying in %.1fs",

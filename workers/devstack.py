@@ -6,6 +6,7 @@ State (ports, pids, logs, the dev master key) lives in one folder, `.devstack/` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -344,17 +345,13 @@ class Stack:
         deadline = time.monotonic() + timeout
         while self.alive(name) and time.monotonic() < deadline:
             if name in self.procs:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self.procs[name].wait(timeout=0.1)
-                except subprocess.TimeoutExpired:
-                    pass
             else:
                 time.sleep(0.1)
         if self.alive(name):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if name in self.procs:
                 self.procs[name].wait(timeout=5)
         self.procs.pop(name, None)
