@@ -56,6 +56,11 @@ def stack_up(
 ) -> None:
     """Start every process, show the system working, and run until Ctrl-C."""
     stack = Stack.load_or_create(home)
+    running = [name for name, alive in stack.status().items() if alive]
+    if running:
+        console.print(f"[red]this stack is already running[/] ({', '.join(running)}): "
+                      f"see `wallet stack status`, or stop it with `wallet stack down`")
+        raise typer.Exit(1)
     if stack.ensure_master_key():
         console.print(f"[yellow]created a new dev master key at {stack.master_key_file}[/] (keep it: "
                       "the keys in this stack's Redis are sealed with it)")
@@ -78,15 +83,15 @@ def stack_up(
         return
     console.print("running; Ctrl-C stops everything")
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill` sends TERM.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
     try:
         while not stopped.wait(1.0):
             dead = [n for n in ALL if not stack.alive(n)]
             if dead:
                 console.print(f"[red]exited:[/] {', '.join(dead)}; see {stack.logs}/")
                 break
-    except KeyboardInterrupt:
-        pass
     finally:
         with console.status("stopping..."):
             stack.down()
