@@ -70,3 +70,16 @@ class MasterKeyMismatch(CustodyError):
     """The configured master key is not the one the stored keys were wrapped with."""
 
     code = "master_key_mismatch"
+
+
+class ChainDataInvalid(RetryableError):
+    """The node answered something that is not what the protocol says (garbage, a missing field,
+    receipts of another block). Retried: a node mid-reorg or restarting says such things briefly."""
+
+    code = "chain_data_invalid"
+
+
+class BlockNotFound(RetryableError):
+    """The node does not (yet, or any more) have a block at that height."""
+
+    code = "block_not_found"
