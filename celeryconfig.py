@@ -41,6 +41,11 @@ task_track_started = True
 broker_connection_retry_on_startup = True
 
 beat_schedule = {
+    "schedule-blocks": {
+        "task": "tasks.blocks.schedule_blocks",
+        "schedule": _settings.scan_interval_seconds,
+        "options": {"expires": _settings.scan_interval_seconds},
+    },
     # A watchdog: a relay that is already running holds the lock and this tick returns at once.
     "relay-outbox": {
         "task": "tasks.bridge.relay_outbox",

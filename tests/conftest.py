@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,13 @@ TEST_ENV = {
     "WALLET_BRIDGE_BUDGET_SECONDS": "10",
     "WALLET_BRIDGE_LOCK_SECONDS": "15",
     "WALLET_KAFKA_DELIVERY_TIMEOUT_MS": "3000",
+    "WALLET_REQUIRED_CONFIRMATIONS": "2",
+    "WALLET_SCAN_INTERVAL_SECONDS": "0.5",
+    "WALLET_SCAN_STALE_SECONDS": "30",
 }
 
-_home = Path(tempfile.mkdtemp(prefix="wallet-test-stack-"))
+# Named now (the Celery app reads the stack's env at import), created only if a test starts it.
+_home = Path(tempfile.gettempdir()) / f"wallet-test-stack-{uuid.uuid4().hex[:8]}"
 _config = StackConfig.fresh(prefer_defaults=False, key_prefix="wtest", extra_env=TEST_ENV)
 _stack = Stack(_home, _config)
 

@@ -19,6 +19,8 @@ ALL_TOPICS = (TOPIC_COMMAND, TOPIC_ADDRESS_CREATED, TOPIC_TRANSACTION, TOPIC_ERR
 
 EVENT_ADDRESS_CREATED = "address.created"
 EVENT_COMMAND_REJECTED = "command.rejected"
+EVENT_CHAIN_UNAVAILABLE = "chain.unavailable"
+EVENT_CHAIN_RECOVERED = "chain.recovered"
 
 # Fixed namespace: the same fact always gets the same event_id, on any host, after any retry.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a9e-3b0d-4c55-9a43-2f1e8d7b5c10")

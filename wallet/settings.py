@@ -56,6 +56,21 @@ class Settings(BaseSettings):
     # Kept well under bridge_lock_seconds so a live relay never outlasts its lease while waiting.
     kafka_delivery_timeout_ms: int = Field(default=20_000, ge=1_000)
 
+    # ---- deposit scanning
+    # A deposit is confirmed this many blocks deep (1 = in the head block).
+    required_confirmations: int = Field(default=12, ge=1)
+    # Where a fresh install starts scanning; unset: the head at the first scheduler tick.
+    start_height: int | None = Field(default=None, ge=0)
+    scan_interval_seconds: float = Field(default=2.0, gt=0)
+    # Most new heights one scheduler tick hands out: bounds the queue after long downtime.
+    scan_max_new_per_tick: int = Field(default=500, gt=0)
+    # A height whose task has not finished after this is handed out again (its worker died).
+    scan_stale_seconds: float = Field(default=120.0, gt=0)
+    # How many recent heights keep their hash for reorg checks, beyond the confirmation depth.
+    reorg_margin: int = Field(default=16, ge=0)
+    # Look for internal ETH transfers with the node's call tracer when it has one.
+    trace_internal_transfers: bool = True
+
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url

@@ -7,8 +7,12 @@ from functools import cached_property
 import redis
 
 from wallet.chain.client import fetch_chain_id
+from wallet.chain.health import ChainHealth
+from wallet.chain.rpc import RpcClient
 from wallet.custody.master_key import load_master_key
 from wallet.custody.vault import KeyVault
+from wallet.deposits.scanner import DepositScanner
+from wallet.deposits.tokens import TokenDirectory
 from wallet.outbox import Outbox
 from wallet.services.accounts import AccountService
 from wallet.settings import Settings
@@ -49,6 +53,22 @@ class Wiring:
         )
         vault.verify_master_key()
         return vault
+
+    @cached_property
+    def rpc(self) -> RpcClient:
+        return RpcClient(self.settings.eth_rpc_url)
+
+    @cached_property
+    def scanner(self) -> DepositScanner:
+        s = self.settings
+        return DepositScanner(
+            self.redis, self.keyspace, self.rpc, TokenDirectory(self.redis, self.keyspace, s.eth_rpc_url),
+            self.outbox, self.chain_id, s.required_confirmations, s.reorg_margin, s.trace_internal_transfers,
+        )
+
+    @cached_property
+    def chain_health(self) -> ChainHealth:
+        return ChainHealth(self.redis, self.keyspace, self.outbox, self.chain_id, self.settings.eth_rpc_url)
 
     @cached_property
     def accounts(self) -> AccountService:

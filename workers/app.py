@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 KEY_QUEUE = "keys"
 
-app = Celery("eth_wallet_manager", include=["tasks.accounts", "tasks.bridge"])
+app = Celery("eth_wallet_manager", include=["tasks.accounts", "tasks.blocks", "tasks.bridge"])
 app.config_from_object("celeryconfig")
 
 

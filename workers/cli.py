@@ -23,9 +23,11 @@ stack_app = typer.Typer(help="The embedded dev stack: Redis, Tansu, Anvil, worke
                         no_args_is_help=True)
 account_app = typer.Typer(help="Deposit accounts.", no_args_is_help=True)
 topic_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+scan_app = typer.Typer(help="Deposit scanning: status and rescans.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(account_app, name="account")
 app.add_typer(topic_app, name="topic")
+app.add_typer(scan_app, name="scan")
 app.add_typer(topic_app, name="topics", hidden=True)
 
 console = Console()
@@ -181,6 +183,43 @@ def account_create(
             raise typer.Exit(1)
     else:
         raise typer.BadParameter("--via is kafka or celery")
+
+
+# ---------------------------------------------------------------- scanning
+@scan_app.command("status")
+def scan_status(home: HomeOption = DEFAULT_HOME) -> None:
+    """Head, watermark, lag in blocks, blocks in flight."""
+    from tasks.deps import wiring
+    from wallet.errors import ChainUnavailable
+
+    _use_stack_env(home)
+    w = wiring()
+    try:
+        head: int | None = w.rpc.head()
+    except ChainUnavailable as exc:
+        console.print(f"[red]node unavailable:[/] {exc.message}")
+        head = None
+    status = w.scanner.status(head)
+    table = Table("head", "watermark", "scheduled up to", "lag (blocks)", "in flight")
+    table.add_row(*(str(v) if v is not None else "-" for v in
+                    (status.head, status.watermark, status.scheduled, status.lag, status.inflight)))
+    console.print(table)
+
+
+@scan_app.command("rescan")
+def scan_rescan(
+    start: Annotated[int, typer.Argument(min=0)],
+    end: Annotated[int, typer.Argument(min=0)],
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Scan heights START..END again; deposits already recorded for the same block emit nothing."""
+    from tasks.blocks import rescan
+
+    if end < start:
+        raise typer.BadParameter("END must be >= START")
+    _use_stack_env(home)
+    result = rescan.delay(start, end).get(timeout=30)
+    console.print(f"enqueued {result['enqueued']} heights ({start}..{end})")
 
 
 # ---------------------------------------------------------------- topics

@@ -41,3 +41,60 @@ class Keyspace:
     @property
     def bridge_lock(self) -> str:
         return f"{self.prefix}:lock:bridge"
+
+    # ---- block scanning
+    @property
+    def scheduled_height(self) -> str:
+        """Highest height handed to a process_block task."""
+        return f"{self.prefix}:blocks:scheduled"
+
+    @property
+    def watermark(self) -> str:
+        """Highest height H such that every height <= H is done: where a restart resumes."""
+        return f"{self.prefix}:blocks:watermark"
+
+    @property
+    def done_heights(self) -> str:
+        """ZSET of heights finished above the watermark (blocks finish out of order)."""
+        return f"{self.prefix}:blocks:done"
+
+    @property
+    def inflight(self) -> str:
+        """ZSET height -> when it was (re)scheduled: heights whose task has not finished."""
+        return f"{self.prefix}:blocks:inflight"
+
+    @property
+    def block_hashes(self) -> str:
+        """HASH height -> hash of the block we scanned there, kept for recent heights (reorg checks)."""
+        return f"{self.prefix}:blocks:hash"
+
+    def staged_events(self, height: int) -> str:
+        """LIST of outbox entries of a block, released in height order as the watermark passes it."""
+        return f"{self.prefix}:blocks:staged:{height}"
+
+    def block_deposits(self, height: int) -> str:
+        """SET of deposit ids recorded from the block we scanned at this height."""
+        return f"{self.prefix}:blocks:deposits:{height}"
+
+    def deposit(self, deposit_id: str) -> str:
+        """HASH of one deposit: its JSON and status."""
+        return f"{self.prefix}:deposit:{deposit_id}"
+
+    @property
+    def unconfirmed_deposits(self) -> str:
+        """ZSET deposit id -> block number, for deposits seen and not yet confirmed or reverted."""
+        return f"{self.prefix}:deposits:unconfirmed"
+
+    def token(self, address: str) -> str:
+        """HASH of a token's symbol and decimals, as the contract answered (or did not)."""
+        return f"{self.prefix}:token:{address}"
+
+    @property
+    def scheduler_lock(self) -> str:
+        return f"{self.prefix}:lock:scheduler"
+
+    @property
+    def chain_outage(self) -> str:
+        """Set while the node is unreachable: the outage is announced once, not once per retry."""
+        return f"{self.prefix}:chain:outage"
+

@@ -1,0 +1,65 @@
+"""Making things happen on the test chain (Anvil) with web3, as a depositor would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from web3 import HTTPProvider, Web3
+
+from wallet.contracts import load_artifact
+
+# Anvil's first default account: funded, and its key is public knowledge (test chains only).
+FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+class Chain:
+    def __init__(self, rpc_url: str) -> None:
+        self.w3 = Web3(HTTPProvider(rpc_url))
+        self.funder = self.w3.eth.account.from_key(FUNDER_KEY)
+
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        response = self.w3.provider.make_request(method, params)
+        if "error" in response:
+            raise RuntimeError(f"{method}: {response['error']}")
+        return response["result"]
+
+    def head(self) -> int:
+        return self.w3.eth.block_number
+
+    def mine(self, blocks: int = 1) -> None:
+        self.rpc("anvil_mine", [hex(blocks)])
+
+    def snapshot(self) -> str:
+        return self.rpc("evm_snapshot", [])
+
+    def revert(self, snapshot_id: str) -> None:
+        assert self.rpc("evm_revert", [snapshot_id]) is True
+
+    def sign(self, tx: dict[str, Any]) -> bytes:
+        tx = {"chainId": self.w3.eth.chain_id, "gas": 200_000, "maxFeePerGas": 10**10,
+              "maxPriorityFeePerGas": 10**9, "nonce": self.w3.eth.get_transaction_count(self.funder.address),
+              **tx}
+        return self.funder.sign_transaction(tx).raw_transaction
+
+    def send_raw(self, raw: bytes) -> dict[str, Any]:
+        tx_hash = self.w3.eth.send_raw_transaction(raw)
+        return dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30))
+
+    def send_eth(self, to: str, wei: int) -> dict[str, Any]:
+        return self.send_raw(self.sign({"to": Web3.to_checksum_address(to), "value": wei}))
+
+    def deploy(self, name: str, *args: Any) -> Any:
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        tx = factory.constructor(*args).build_transaction({"from": self.funder.address, "gas": 3_000_000,
+                                                           "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
+        tx["nonce"] = self.w3.eth.get_transaction_count(self.funder.address)
+        receipt = self.send_raw(self.funder.sign_transaction(tx).raw_transaction)
+        assert receipt["status"] == 1
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+
+    def transact(self, call: Any, value: int = 0) -> dict[str, Any]:
+        tx = call.build_transaction({"from": self.funder.address, "value": value, "gas": 300_000,
+                                     "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
+        tx["nonce"] = self.w3.eth.get_transaction_count(self.funder.address)
+        return self.send_raw(self.funder.sign_transaction(tx).raw_transaction)

@@ -1,0 +1,117 @@
+"""Deposit scanning under faults: a worker killed mid-block, the node unreachable, downtime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import redis
+
+from tests.chain_helpers import Chain
+from tests.kafka_probe import KafkaProbe
+from workers.devstack import Stack, wait_for
+
+PREFIX = "wtest"
+
+
+@pytest.fixture(scope="module")
+def chain(stack: Stack) -> Chain:
+    return Chain(stack.rpc_url)
+
+
+@pytest.fixture
+def new_address(celery_app):
+    from tasks.accounts import create_account
+
+    def make() -> str:
+        [address] = create_account.delay(meta={"mark": uuid.uuid4().hex}).get(timeout=30)["addresses"]
+        return address.lower()
+
+    return make
+
+
+def seen(kafka: KafkaProbe, to: str, count: int = 1, timeout: float = 60):
+    return kafka.events("transaction", lambda e: e["type"] == "deposit.seen" and e["payload"]["to"] == to,
+                        count, timeout)
+
+
+def _active_process_block(celery_app, height: int) -> dict | None:
+    for tasks in (celery_app.control.inspect(timeout=1).active() or {}).values():
+        for task in tasks:
+            if task["name"] == "tasks.blocks.process_block" and list(task["args"]) == [height]:
+                return task
+    return None
+
+
+@pytest.mark.parametrize("victim", ["pool-child", "whole-worker"])
+def test_worker_killed_while_processing_a_block_loses_nothing(
+    victim: str, stack: Stack, chain: Chain, kafka: KafkaProbe, redis_client: redis.Redis,
+    new_address, celery_app,
+) -> None:
+    to = new_address()
+    height = chain.head() + 1
+    # Holding the block's lock parks the worker inside process_block(height), after its fetch.
+    block_lock = redis_client.lock(f"{PREFIX}:lock:block:{height}", timeout=120)
+    assert block_lock.acquire(blocking=False)
+    try:
+        receipt = chain.send_eth(to, 4242)
+        assert receipt["blockNumber"] == height
+        active: dict = {}
+        wait_for(lambda: bool(active.update(_active_process_block(celery_app, height) or {}) or active),
+                 30, f"a worker to be inside process_block({height})")
+        if victim == "pool-child":
+            os.kill(active["worker_pid"], signal.SIGKILL)
+        else:
+            stack.kill("worker")
+    finally:
+        block_lock.release()
+    if victim == "whole-worker":
+        stack.start(["worker"])
+
+    [event] = seen(kafka, to, count=2, timeout=90)[:1] or [None]
+    assert event is not None and event["payload"]["amount"] == "4242"
+    # Exactly once, and the watermark went past the block: nothing was skipped.
+    wait_for(lambda: int(redis_client.get(f"{PREFIX}:blocks:watermark")) >= height, 60, "the watermark")
+    assert len(seen(kafka, to, count=2, timeout=2)) == 1
+
+
+def test_node_unreachable_one_error_then_catch_up(
+    stack: Stack, chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    since = time.time()
+    stack.send_signal("anvil", signal.SIGSTOP)
+    try:
+        [outage] = kafka.events(
+            "errors", lambda e: e["type"] == "chain.unavailable"
+            and e["occurred_at"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - 1)), timeout=60)
+    finally:
+        stack.send_signal("anvil", signal.SIGCONT)
+    [recovered] = kafka.events("errors", lambda e: e["type"] == "chain.recovered"
+                               and e["payload"]["since"] == outage["payload"]["since"], timeout=60)
+    assert recovered
+    # Announced once for the whole outage, not once per failed tick.
+    outages = kafka.events("errors", lambda e: e["type"] == "chain.unavailable"
+                           and e["payload"]["since"] == outage["payload"]["since"], count=2, timeout=2)
+    assert len(outages) == 1
+    to = new_address()
+    chain.send_eth(to, 777)
+    assert seen(kafka, to)[0]["payload"]["amount"] == "777"
+
+
+def test_downtime_catch_up_from_the_watermark_without_gaps(
+    stack: Stack, chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    addresses = [new_address() for _ in range(4)]
+    stack.stop("beat")
+    stack.stop("worker")
+    try:
+        for i, to in enumerate(addresses):
+            chain.send_eth(to, 1000 + i)
+            chain.mine(3)  # empty blocks between: the scanner must walk every height
+    finally:
+        stack.start(["worker", "beat"])
+    for i, to in enumerate(addresses):
+        assert seen(kafka, to)[0]["payload"]["amount"] == str(1000 + i)

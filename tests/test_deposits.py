@@ -1,0 +1,135 @@
+"""Deposits through the running system: beat -> schedule_blocks -> process_block -> Kafka `transaction`."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from web3 import Web3
+
+from tests.chain_helpers import Chain
+from tests.kafka_probe import KafkaProbe
+from workers.devstack import Stack
+
+K = 2  # WALLET_REQUIRED_CONFIRMATIONS in tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def chain(stack: Stack) -> Chain:
+    return Chain(stack.rpc_url)
+
+
+@pytest.fixture
+def new_address(celery_app):
+    from tasks.accounts import create_account
+
+    def make() -> str:
+        [address] = create_account.delay(meta={"mark": uuid.uuid4().hex}).get(timeout=30)["addresses"]
+        return address.lower()
+
+    return make
+
+
+def deposit_events(kafka: KafkaProbe, to: str, event_type: str, count: int = 1, timeout: float = 30):
+    return kafka.events(
+        "transaction", lambda e: e["type"] == event_type and e["payload"]["to"] == to, count, timeout
+    )
+
+
+def test_eth_deposit_is_seen_then_confirmed(chain: Chain, kafka: KafkaProbe, new_address) -> None:
+    to = new_address()
+    receipt = chain.send_eth(to, 1_500_000_000_000_000_000)
+
+    [seen] = deposit_events(kafka, to, "deposit.seen")
+    p = seen["payload"]
+    assert p["kind"] == "eth" and p["asset"] == "ETH"
+    assert p["tx_hash"] == receipt["transactionHash"].to_0x_hex()
+    assert p["block_number"] == receipt["blockNumber"]
+    assert p["block_hash"] == receipt["blockHash"].to_0x_hex()
+    assert p["from"] == chain.funder.address.lower() and p["to"] == to
+    assert p["amount"] == "1500000000000000000" and p["amount_display"] == "1.5"
+    assert p["token_decimals"] == 18 and p["required_confirmations"] == K
+
+    chain.mine(K)
+    [confirmed] = deposit_events(kafka, to, "deposit.confirmed")
+    assert confirmed["payload"]["deposit_id"] == p["deposit_id"]
+    assert confirmed["payload"]["confirmations"] >= K
+
+
+def test_erc20_deposit_carries_token_and_amounts(chain: Chain, kafka: KafkaProbe, new_address) -> None:
+    token = chain.deploy("SampleToken", "Test USD", "TUSD", 6, 10**15)
+    to = new_address()
+    receipt = chain.transact(token.functions.transfer(Web3.to_checksum_address(to), 2_500_000))
+    assert receipt["status"] == 1
+
+    [seen] = deposit_events(kafka, to, "deposit.seen")
+    p = seen["payload"]
+    assert p["kind"] == "erc20" and p["asset"] == token.address.lower()
+    assert p["token_symbol"] == "TUSD" and p["token_decimals"] == 6
+    assert p["amount"] == "2500000" and p["amount_display"] == "2.5"
+    assert p["log_index"] == receipt["logs"][0]["logIndex"]
+    chain.mine(K)
+    assert deposit_events(kafka, to, "deposit.confirmed")
+
+
+def test_internal_transfer_is_a_deposit(chain: Chain, kafka: KafkaProbe, new_address) -> None:
+    forwarder = chain.deploy("EtherForwarder")
+    to = new_address()
+    receipt = chain.transact(forwarder.functions.forward(Web3.to_checksum_address(to)), value=7 * 10**16)
+    assert receipt["status"] == 1
+
+    [seen] = deposit_events(kafka, to, "deposit.seen")
+    assert seen["payload"]["kind"] == "internal"
+    assert seen["payload"]["from"] == forwarder.address.lower()
+    assert seen["payload"]["amount"] == str(7 * 10**16)
+    assert seen["payload"]["trace_path"] == "0"
+
+
+def test_failed_transactions_and_contract_creations_are_not_deposits(
+    chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    reverter = chain.deploy("Reverter")  # a contract creation: to = null
+    to = new_address()
+    forwarder = chain.deploy("EtherForwarder")
+    # A call that reverts after trying to pay our address: nothing moved.
+    failed = chain.transact(forwarder.functions.forward(Web3.to_checksum_address(reverter.address)),
+                            value=10**16)
+    assert failed["status"] == 0
+    # Then a real deposit: the scanner went past the odd blocks and reports only this one.
+    chain.send_eth(to, 12345)
+    events = deposit_events(kafka, to, "deposit.seen", count=2, timeout=10)
+    assert [e["payload"]["amount"] for e in events] == ["12345"]
+
+
+@pytest.mark.parametrize("extra_blocks", [0, K])
+def test_reorg_retracts_orphaned_deposits_and_finds_the_moved_one(
+    extra_blocks: int, chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    """Orphans 2 + extra_blocks blocks (each deposit is mined in its own block): depths 2..K+2."""
+    moved, vanished = new_address(), new_address()
+    snapshot = chain.snapshot()
+    moved_raw = chain.sign({"to": Web3.to_checksum_address(moved), "value": 1000})
+    first = chain.send_raw(moved_raw)
+    chain.send_eth(vanished, 2000)
+    if extra_blocks:
+        chain.mine(extra_blocks)
+    [seen_moved] = deposit_events(kafka, moved, "deposit.seen")
+    assert deposit_events(kafka, vanished, "deposit.seen")
+
+    # The chain forgets those blocks; a new branch includes only one of the two, in another block.
+    chain.revert(snapshot)
+    chain.mine(1)
+    second = chain.send_raw(moved_raw)
+    assert second["blockHash"] != first["blockHash"]
+    chain.mine(K + 1)
+
+    [reverted] = deposit_events(kafka, vanished, "deposit.reverted")
+    assert reverted["payload"]["block_hash"] != second["blockHash"].to_0x_hex()
+    [moved_reverted] = deposit_events(kafka, moved, "deposit.reverted")
+    assert moved_reverted["payload"]["block_hash"] == seen_moved["payload"]["block_hash"]
+    seen_again = deposit_events(kafka, moved, "deposit.seen", count=2)
+    assert seen_again[-1]["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
+    [confirmed] = deposit_events(kafka, moved, "deposit.confirmed")
+    assert confirmed["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
+    # The vanished deposit is never confirmed.
+    assert not deposit_events(kafka, vanished, "deposit.confirmed", timeout=3)

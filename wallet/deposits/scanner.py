@@ -1,0 +1,216 @@
+"""Scanning blocks for deposits: idempotent per block, reorg-aware, with confirmations.
+
+- `process_block(h)`: fetch the block, find deposits to watched addresses, and record them with the
+  block's hash in one MULTI/EXEC. A block already recorded with the same hash changes nothing; one
+  recorded with another hash (a reorg) has its deposits retracted and the new block's recorded.
+- `plan(head)`: the heights to hand to process_block tasks: new heights, heights whose task was
+  lost, and recent heights whose hash the chain no longer has.
+- `confirm(head)`: deposits K deep in blocks the chain still has get `deposit.confirmed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from wallet.chain.model import BlockBundle
+from wallet.chain.rpc import RpcClient
+from wallet.deposits.finder import chunks, find_deposits
+from wallet.deposits.model import (
+    ETH,
+    ETH_DECIMALS,
+    EVENT_DEPOSIT_CONFIRMED,
+    EVENT_DEPOSIT_REVERTED,
+    EVENT_DEPOSIT_SEEN,
+    Deposit,
+    TokenInfo,
+    deposit_event,
+    deposit_from_json,
+    deposit_to_json,
+)
+from wallet.deposits.tokens import TokenDirectory
+from wallet.events import OutgoingEvent
+from wallet.outbox import Outbox
+from wallet.state.blocks import BlockLedger
+from wallet.state.keyspace import Keyspace
+
+MEMBERSHIP_CHUNK = 1000
+STATUS_SEEN, STATUS_CONFIRMED, STATUS_REVERTED = "seen", "confirmed", "reverted"
+ETH_INFO = TokenInfo(ETH, ETH_DECIMALS)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    height: int
+    block_hash: str
+    deposits: int
+    reverted: int
+    already_done: bool
+
+
+@dataclass(frozen=True)
+class ScanStatus:
+    head: int | None
+    watermark: int | None
+    scheduled: int | None
+    inflight: int
+    lag: int | None
+
+
+class DepositScanner:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, rpc: RpcClient, tokens: TokenDirectory,
+                 outbox: Outbox, chain_id: int, required_confirmations: int, reorg_margin: int,
+                 trace_internal: bool) -> None:
+        self._redis = client
+        self._ks = keyspace
+        self._rpc = rpc
+        self._tokens = tokens
+        self._outbox = outbox
+        self._ledger = BlockLedger(client, keyspace)
+        self._chain_id = chain_id
+        self._k = required_confirmations
+        self._window = required_confirmations + reorg_margin
+        self._trace = trace_internal
+
+    @property
+    def ledger(self) -> BlockLedger:
+        return self._ledger
+
+    # ------------------------------------------------------------------ one block
+    def process_block(self, height: int) -> BlockResult:
+        with_traces = self._trace and self._rpc.supports_tracing()
+        [bundle] = self._rpc.fetch_blocks([height], with_traces=with_traces)
+        # One task per height at a time: a redelivered duplicate waits, then finds the work done.
+        with self._redis.lock(f"{self._ks.prefix}:lock:block:{height}", timeout=120, blocking_timeout=130):
+            return self._record(bundle)
+
+    def _record(self, bundle: BlockBundle) -> BlockResult:
+        height = bundle.number
+        previous = self._ledger.scanned_hash(height)
+        if previous == bundle.hash:
+            pipe = self._redis.pipeline(transaction=True)
+            self._ledger.finish_in(pipe, height, bundle.hash)
+            pipe.execute()
+            return BlockResult(height, bundle.hash, 0, 0, already_done=True)
+
+        deposits = find_deposits(bundle, self._watched)
+        tokens = {d.asset: self._token_info(d.asset) for d in deposits}
+        retracted = self._recorded_deposits(height) if previous is not None else []
+
+        pipe = self._redis.pipeline(transaction=True)
+        for old in retracted:
+            self._retract_in(pipe, old)
+        pipe.delete(self._ks.block_deposits(height))
+        for deposit in deposits:
+            pipe.hset(self._ks.deposit(deposit.deposit_id), mapping={
+                "deposit": orjson.dumps(deposit_to_json(deposit)), "status": STATUS_SEEN})
+            pipe.zadd(self._ks.unconfirmed_deposits, {deposit.deposit_id: height})
+            pipe.sadd(self._ks.block_deposits(height), deposit.deposit_id)
+            self._stage(pipe, height, deposit_event(
+                self._chain_id, EVENT_DEPOSIT_SEEN, deposit, tokens[deposit.asset], 1, self._k))
+        self._ledger.finish_in(pipe, height, bundle.hash)
+        pipe.execute()
+        return BlockResult(height, bundle.hash, len(deposits), len(retracted), already_done=False)
+
+    def _recorded_deposits(self, height: int) -> list[tuple[Deposit, str]]:
+        ids = [i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))]
+        found = []
+        for deposit_id in ids:
+            data = self._redis.hgetall(self._ks.deposit(deposit_id))
+            if data and data[b"status"].decode() != STATUS_REVERTED:
+                found.append((deposit_from_json(orjson.loads(data[b"deposit"])), data[b"status"].decode()))
+        return found
+
+    def _retract_in(self, pipe: redis.client.Pipeline, recorded: tuple[Deposit, str]) -> None:
+        deposit, status = recorded
+        # A confirmed deposit reorged away is deeper than K: still retracted, loudly (the event says
+        # it had been confirmed), because crediting a deposit that no longer exists is worse.
+        pipe.hset(self._ks.deposit(deposit.deposit_id), "status", STATUS_REVERTED)
+        pipe.zrem(self._ks.unconfirmed_deposits, deposit.deposit_id)
+        event = deposit_event(self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset),
+                              0, self._k)
+        if status == STATUS_CONFIRMED:
+            event = event.model_copy(update={"envelope": event.envelope.model_copy(
+                update={"meta": {"was_confirmed": True}})})
+        self._stage(pipe, deposit.block_number, event)
+
+    def _stage(self, pipe: redis.client.Pipeline, height: int, event: OutgoingEvent) -> None:
+        self._ledger.stage_in(pipe, height, event.topic, event.key or "", event.envelope.event_id,
+                              event.envelope.to_json())
+
+    def _watched(self, addresses: list[str]) -> set[str]:
+        ours: set[str] = set()
+        for chunk in chunks(addresses, MEMBERSHIP_CHUNK):
+            flags = self._redis.smismember(self._ks.watched, chunk)
+            ours.update(a for a, flag in zip(chunk, flags, strict=True) if flag)
+        return ours
+
+    def _token_info(self, asset: str) -> TokenInfo:
+        return ETH_INFO if asset == ETH else self._tokens.info(asset)
+
+    # ------------------------------------------------------------------ scheduling
+    def plan(self, head: int, *, start_height: int | None, max_new: int, stale_seconds: float) -> list[int]:
+        """Heights to hand out now. The caller enqueues them, then calls `mark_scheduled`."""
+        self._ledger.initialize(head if start_height is None else start_height)
+        scheduled = self._ledger.scheduled_height()
+        assert scheduled is not None
+        new = list(range(scheduled + 1, min(head, scheduled + max_new) + 1))
+        lost = self._ledger.stale_inflight(stale_seconds)
+        reorged = self.reorged_heights(head)
+        return sorted(set(new) | set(lost) | set(reorged))
+
+    def mark_scheduled(self, heights: list[int]) -> None:
+        self._ledger.mark_scheduled(heights)
+
+    def reorged_heights(self, head: int) -> list[int]:
+        """Recent heights where the chain's block is not the one we scanned."""
+        low = max(0, head - self._window)
+        stored = {h: v for h, v in self._ledger.scanned_hashes(list(range(low, head + 1))).items() if v}
+        if not stored:
+            return []
+        refs = self._rpc.block_refs(sorted(stored))
+        # A height the node no longer has (chain rolled back) is re-checked once it exists again.
+        return [h for h, ours in stored.items() if refs.get(h) is not None and refs[h].hash != ours]
+
+    # ------------------------------------------------------------------ confirmations
+    def confirm(self, head: int) -> int:
+        """Confirm deposits K deep whose block the chain still has and whose seen event is out."""
+        watermark = self._ledger.watermark()
+        if watermark is None:
+            return 0
+        deepest = min(head - self._k + 1, watermark)
+        due = [(i.decode(), int(h)) for i, h in self._redis.zrangebyscore(
+            self._ks.unconfirmed_deposits, 0, deepest, withscores=True)]
+        if not due:
+            return 0
+        heights = sorted({h for _, h in due})
+        refs = self._rpc.block_refs(heights)
+        confirmed = 0
+        pipe = self._redis.pipeline(transaction=True)
+        for deposit_id, height in due:
+            data = self._redis.hget(self._ks.deposit(deposit_id), "deposit")
+            if data is None:
+                continue
+            deposit = deposit_from_json(orjson.loads(data))
+            ref = refs.get(height)
+            if ref is None or ref.hash != deposit.block_hash:
+                continue  # reorged: the rescan retracts it
+            pipe.hset(self._ks.deposit(deposit_id), "status", STATUS_CONFIRMED)
+            pipe.zrem(self._ks.unconfirmed_deposits, deposit_id)
+            self._outbox.append(pipe, deposit_event(
+                self._chain_id, EVENT_DEPOSIT_CONFIRMED, deposit, self._token_info(deposit.asset),
+                head - height + 1, self._k))
+            confirmed += 1
+        pipe.execute()
+        self._ledger.forget_hashes_below(watermark - self._window - 1)
+        return confirmed
+
+    def status(self, head: int | None) -> ScanStatus:
+        watermark = self._ledger.watermark()
+        return ScanStatus(
+            head=head, watermark=watermark, scheduled=self._ledger.scheduled_height(),
+            inflight=self._ledger.inflight_count(),
+            lag=(head - watermark) if head is not None and watermark is not None else None,
+        )
