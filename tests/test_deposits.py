@@ -133,3 +133,48 @@ def test_reorg_retracts_orphaned_deposits_and_finds_the_moved_one(
     assert confirmed["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
     # The vanished deposit is never confirmed.
     assert not deposit_events(kafka, vanished, "deposit.confirmed", timeout=3)
+
+
+def test_rescan_and_duplicate_block_tasks_emit_nothing_new(
+    chain: Chain, kafka: KafkaProbe, new_address, celery_app
+) -> None:
+    from tasks.blocks import process_block, rescan
+
+    to = new_address()
+    receipt = chain.send_eth(to, 31337)
+    height = receipt["blockNumber"]
+    chain.mine(K)
+    assert deposit_events(kafka, to, "deposit.confirmed")
+
+    rescan.delay(height - 1, height + 1).get(timeout=30)
+    result = process_block.delay(height).get(timeout=30)
+    assert result["already_done"] is True and result["deposits"] == 0
+    # A sentinel deposit in a later block: its events are behind any the rescan could have made.
+    sentinel = new_address()
+    chain.send_eth(sentinel, 1)
+    assert deposit_events(kafka, sentinel, "deposit.seen")
+    events = kafka.events("transaction", lambda e: e["payload"]["to"] == to, count=3, timeout=3)
+    assert sorted(e["type"] for e in events) == ["deposit.confirmed", "deposit.seen"]
+
+
+@pytest.mark.parametrize("depth", list(range(1, K + 1)))
+def test_anvil_reorg_of_depth_retracts_the_deposit(
+    depth: int, chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    """anvil_reorg replaces the last `depth` blocks (same heights, new hashes) without our tx."""
+    to = new_address()
+    receipt = chain.send_eth(to, 5150)
+    if depth > 1:
+        chain.mine(depth - 1)
+    [seen_event] = deposit_events(kafka, to, "deposit.seen")
+    assert chain.head() - receipt["blockNumber"] + 1 == depth
+
+    chain.rpc("anvil_reorg", [depth, []])
+    assert chain.w3.eth.get_block(receipt["blockNumber"])["hash"] != receipt["blockHash"]
+
+    [reverted] = deposit_events(kafka, to, "deposit.reverted")
+    assert reverted["payload"]["block_hash"] == seen_event["payload"]["block_hash"]
+    chain.mine(K + 1)
+    confirmed = deposit_events(kafka, to, "deposit.confirmed", timeout=3)
+    # If the node re-included the dropped transaction, only its new block may be confirmed.
+    assert all(c["payload"]["block_hash"] != seen_event["payload"]["block_hash"] for c in confirmed)

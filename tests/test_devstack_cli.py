@@ -29,6 +29,11 @@ def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_p
                                  env=env, capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path)
         assert created.returncode == 0, created.stdout + created.stderr
         assert created.stdout.count('"0x') == 2
+
+        status = subprocess.run([WALLET, "scan", "status"], env=env, capture_output=True, text=True,
+                                check=False, timeout=60, cwd=tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "watermark" in status.stdout
     finally:
         down = subprocess.run([WALLET, "stack", "down"], env=env, capture_output=True, text=True, check=False,
                               timeout=120, cwd=tmp_path)
