@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from workers.devstack import Stack, StackConfig
 
@@ -77,3 +78,20 @@ def celery_app(stack: Stack):
     from workers.app import app
 
     return app
+
+
+@pytest.fixture(scope="session")
+def chain(stack: Stack) -> Chain:
+    return Chain(stack.rpc_url)
+
+
+@pytest.fixture
+def new_address(celery_app):
+    """Makes a new watched deposit address through the system; returns it lower-case."""
+    from tasks.accounts import create_account
+
+    def make() -> str:
+        [address] = create_account.delay(meta={"mark": uuid.uuid4().hex}).get(timeout=30)["addresses"]
+        return address.lower()
+
+    return make

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import redis
@@ -17,20 +16,6 @@ from workers.devstack import Stack, wait_for
 PREFIX = "wtest"
 
 
-@pytest.fixture(scope="module")
-def chain(stack: Stack) -> Chain:
-    return Chain(stack.rpc_url)
-
-
-@pytest.fixture
-def new_address(celery_app):
-    from tasks.accounts import create_account
-
-    def make() -> str:
-        [address] = create_account.delay(meta={"mark": uuid.uuid4().hex}).get(timeout=30)["addresses"]
-        return address.lower()
-
-    return make
 
 
 def seen(kafka: KafkaProbe, to: str, count: int = 1, timeout: float = 60):

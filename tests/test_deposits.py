@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from web3 import Web3
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
-from workers.devstack import Stack
 
 K = 2  # WALLET_REQUIRED_CONFIRMATIONS in tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def chain(stack: Stack) -> Chain:
-    return Chain(stack.rpc_url)
-
-
-@pytest.fixture
-def new_address(celery_app):
-    from tasks.accounts import create_account
-
-    def make() -> str:
-        [address] = create_account.delay(meta={"mark": uuid.uuid4().hex}).get(timeout=30)["addresses"]
-        return address.lower()
-
-    return make
 
 
 def deposit_events(kafka: KafkaProbe, to: str, event_type: str, count: int = 1, timeout: float = 30):
