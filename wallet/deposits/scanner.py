@@ -187,10 +187,13 @@ class DepositScanner:
             return 0
         heights = sorted({h for _, h in due})
         refs = self._rpc.block_refs(heights)
+        reads = self._redis.pipeline(transaction=False)
+        for deposit_id, _ in due:
+            reads.hget(self._ks.deposit(deposit_id), "deposit")
+        records = reads.execute()
         confirmed = 0
         pipe = self._redis.pipeline(transaction=True)
-        for deposit_id, height in due:
-            data = self._redis.hget(self._ks.deposit(deposit_id), "deposit")
+        for (deposit_id, height), data in zip(due, records, strict=True):
             if data is None:
                 continue
             deposit = deposit_from_json(orjson.loads(data))
