@@ -31,6 +31,9 @@ task_routes = {
     # Only the key-holding worker consumes `keys`, and only it is given the master key.
     "tasks.accounts.*": {"queue": "keys"},
     "tasks.bridge.*": {"queue": "bridge"},
+    # The scheduler must not wait behind a backlog of block tasks: its own queue, on the light
+    # coordination worker that also runs the bridge.
+    "tasks.blocks.schedule_blocks": {"queue": "scheduler"},
     "tasks.blocks.*": {"queue": "blocks"},
 }
 

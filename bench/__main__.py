@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import accounts
+from bench import accounts, blocks
 
-BENCHES = {"accounts": accounts.main}
+BENCHES = {"accounts": accounts.main, "blocks": blocks.main}
 
 
 def main() -> None:

@@ -36,8 +36,11 @@ def schedule_blocks() -> dict[str, Any]:
             return {"ran": True, "head": None}
         w.chain_health.available()
         # Enqueue first, record after: a crash in between re-enqueues, never skips a height.
-        for height in heights:
-            process_block.delay(height)
+        for group in height_groups(heights, w.settings.scan_group_size):
+            if len(group) == 1:
+                process_block.delay(group[0])
+            else:
+                process_blocks.delay(group)
         w.scanner.mark_scheduled(heights)
         confirmed = w.scanner.confirm(head)
         return {"ran": True, "head": head, "scheduled": len(heights), "confirmed": confirmed}
@@ -59,10 +62,37 @@ def process_block(height: int) -> dict[str, Any]:
     return asdict(wiring().scanner.process_block(int(height)))
 
 
+@shared_task(
+    name="tasks.blocks.process_blocks",
+    autoretry_for=(RetryableError, redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=None,
+)
+def process_blocks(heights: list[int]) -> dict[str, Any]:
+    """Scan a group of heights with one fetch. Idempotent per block, so a retry of the whole group
+    after one bad block re-records nothing that was already recorded."""
+    results = wiring().scanner.process_blocks([int(h) for h in heights])
+    return {"blocks": len(results), "deposits": sum(r.deposits for r in results),
+            "reverted": sum(r.reverted for r in results)}
+
+
+def height_groups(heights: list[int], size: int) -> list[list[int]]:
+    """Sorted heights cut into runs of consecutive heights, at most `size` long."""
+    groups: list[list[int]] = []
+    for height in sorted(heights):
+        if groups and height == groups[-1][-1] + 1 and len(groups[-1]) < size:
+            groups[-1].append(height)
+        else:
+            groups.append([height])
+    return groups
+
+
 @shared_task(name="tasks.blocks.rescan", ignore_result=False)
 def rescan(start: int, end: int) -> dict[str, Any]:
     """Scan a height range again; deposits already recorded for the same block emit nothing."""
     heights = list(range(int(start), int(end) + 1))
-    for height in heights:
-        process_block.delay(height)
+    for group in height_groups(heights, wiring().settings.scan_group_size):
+        process_blocks.delay(group)
     return {"enqueued": len(heights)}

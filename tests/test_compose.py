@@ -32,7 +32,7 @@ KEY_HOLDER = "worker-keys"
 MASTER_KEY_VARS = {"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"}
 MASTER_KEY_SECRET = "wallet_master_key"
 MASTER_KEY_PATH = "/run/secrets/wallet_master_key"
-REQUIRED_QUEUES = {"keys", "celery", "blocks", "bridge"}
+REQUIRED_QUEUES = {"keys", "celery", "blocks", "bridge", "scheduler"}
 # The queue whose tasks need the master key: only the key holder may consume it.
 KEY_QUEUE = "keys"
 

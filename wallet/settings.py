@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     scan_interval_seconds: float = Field(default=2.0, gt=0)
     # Most new heights one scheduler tick hands out: bounds the queue after long downtime.
     scan_max_new_per_tick: int = Field(default=500, gt=0)
+    # Most heights one task scans with one fetch. Only a backlog is grouped: at the chain tip
+    # each new height is its own task, so a deposit is not held back waiting for company.
+    scan_group_size: int = Field(default=25, ge=1)
     # A height whose task has not finished after this is handed out again (its worker died).
     scan_stale_seconds: float = Field(default=120.0, gt=0)
     # How many recent heights keep their hash for reorg checks, beyond the confirmation depth.

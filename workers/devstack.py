@@ -213,7 +213,7 @@ class Stack:
                 return [*celery, "worker", "-Q", "celery,blocks", "-c", "2", "-n", f"worker-{p['redis']}@%h",
                         "--loglevel", "INFO"]
             case "bridge":
-                return [*celery, "worker", "-Q", "bridge", "--pool", "threads", "-c", "2",
+                return [*celery, "worker", "-Q", "bridge,scheduler", "--pool", "threads", "-c", "3",
                         "-n", f"bridge-{p['redis']}@%h", "--loglevel", "INFO"]
             case "beat":
                 return [*celery, "beat", "--loglevel", "INFO",

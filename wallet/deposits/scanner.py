@@ -80,11 +80,20 @@ class DepositScanner:
 
     # ------------------------------------------------------------------ one block
     def process_block(self, height: int) -> BlockResult:
+        [result] = self.process_blocks([height])
+        return result
+
+    def process_blocks(self, heights: list[int]) -> list[BlockResult]:
+        """Scan several heights with one fetch (one JSON-RPC batch), recording each block on its own:
+        catching up after downtime is bound by round trips to the node, not by recording."""
         with_traces = self._trace and self._rpc.supports_tracing()
-        [bundle] = self._rpc.fetch_blocks([height], with_traces=with_traces)
-        # One task per height at a time: a redelivered duplicate waits, then finds the work done.
-        with self._redis.lock(f"{self._ks.prefix}:lock:block:{height}", timeout=120, blocking_timeout=130):
-            return self._record(bundle)
+        results = []
+        for bundle in self._rpc.fetch_blocks(heights, with_traces=with_traces):
+            # One writer per height: a redelivered duplicate waits, then finds the work done.
+            with self._redis.lock(f"{self._ks.prefix}:lock:block:{bundle.number}", timeout=120,
+                                  blocking_timeout=130):
+                results.append(self._record(bundle))
+        return results
 
     def _record(self, bundle: BlockBundle) -> BlockResult:
         height = bundle.number
