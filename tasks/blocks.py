@@ -11,6 +11,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from tasks.deps import wiring
+from wallet.deposits.scanner import height_groups
 from wallet.errors import ChainUnavailable, RetryableError
 
 log = get_task_logger(__name__)
@@ -76,17 +77,6 @@ def process_blocks(heights: list[int]) -> dict[str, Any]:
     results = wiring().scanner.process_blocks([int(h) for h in heights])
     return {"blocks": len(results), "deposits": sum(r.deposits for r in results),
             "reverted": sum(r.reverted for r in results)}
-
-
-def height_groups(heights: list[int], size: int) -> list[list[int]]:
-    """Sorted heights cut into runs of consecutive heights, at most `size` long."""
-    groups: list[list[int]] = []
-    for height in sorted(heights):
-        if groups and height == groups[-1][-1] + 1 and len(groups[-1]) < size:
-            groups[-1].append(height)
-        else:
-            groups.append([height])
-    return groups
 
 
 @shared_task(name="tasks.blocks.rescan", ignore_result=False)

@@ -63,3 +63,12 @@ def test_run_relay_skips_when_another_relay_holds_the_lock(redis_client) -> None
     summary = run_relay(outbox, FlakyPublisher([]), redis_client.lock(key, timeout=10),
                         budget_seconds=0.5, batch_size=10)
     assert summary.ran and summary.forwarded == 1 and len(outbox) == 0
+
+
+def test_height_groups_are_consecutive_runs_of_bounded_size() -> None:
+    from wallet.deposits.scanner import height_groups
+
+    assert height_groups([5, 1, 2, 3, 9, 10], 2) == [[1, 2], [3], [5], [9, 10]]
+    assert height_groups(list(range(1, 8)), 3) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert height_groups([4], 25) == [[4]]
+    assert height_groups([], 25) == []

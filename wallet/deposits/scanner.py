@@ -226,3 +226,14 @@ class DepositScanner:
             inflight=self._ledger.inflight_count(),
             lag=(head - watermark) if head is not None and watermark is not None else None,
         )
+
+
+def height_groups(heights: list[int], size: int) -> list[list[int]]:
+    """Sorted heights cut into runs of consecutive heights, at most `size` long: one fetch each."""
+    groups: list[list[int]] = []
+    for height in sorted(heights):
+        if groups and height == groups[-1][-1] + 1 and len(groups[-1]) < size:
+            groups[-1].append(height)
+        else:
+            groups.append([height])
+    return groups
