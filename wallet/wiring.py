@@ -64,6 +64,7 @@ class Wiring:
         return DepositScanner(
             self.redis, self.keyspace, self.rpc, TokenDirectory(self.redis, self.keyspace, s.eth_rpc_url),
             self.outbox, self.chain_id, s.required_confirmations, s.reorg_margin, s.trace_internal_transfers,
+            rpc_factory=lambda: RpcClient(s.eth_rpc_url), fetch_parallelism=s.scan_fetch_parallelism,
         )
 
     @cached_property

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -62,8 +65,13 @@ class ScanStatus:
 class DepositScanner:
     def __init__(self, client: redis.Redis, keyspace: Keyspace, rpc: RpcClient, tokens: TokenDirectory,
                  outbox: Outbox, chain_id: int, required_confirmations: int, reorg_margin: int,
-                 trace_internal: bool) -> None:
+                 trace_internal: bool, rpc_factory: Callable[[], RpcClient] | None = None,
+                 fetch_parallelism: int = 1) -> None:
         self._redis = client
+        self._rpc_factory = rpc_factory
+        self._fetch_parallelism = fetch_parallelism if rpc_factory is not None else 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread_clients = threading.local()
         self._ks = keyspace
         self._rpc = rpc
         self._tokens = tokens
@@ -84,16 +92,42 @@ class DepositScanner:
         return result
 
     def process_blocks(self, heights: list[int]) -> list[BlockResult]:
-        """Scan several heights with one fetch (one JSON-RPC batch), recording each block on its own:
-        catching up after downtime is bound by round trips to the node, not by recording."""
+        """Scan several heights, recording each block on its own. Catching up is bound by round
+        trips to the node, not by recording: the group is fetched as concurrent JSON-RPC batches."""
         with_traces = self._trace and self._rpc.supports_tracing()
         results = []
-        for bundle in self._rpc.fetch_blocks(heights, with_traces=with_traces):
+        for bundle in self._fetch(sorted(set(heights)), with_traces):
             # One writer per height: a redelivered duplicate waits, then finds the work done.
             with self._redis.lock(f"{self._ks.prefix}:lock:block:{bundle.number}", timeout=120,
                                   blocking_timeout=130):
                 results.append(self._record(bundle))
         return results
+
+    def _fetch(self, heights: list[int], with_traces: bool) -> list[BlockBundle]:
+        parts = [heights[i::self._fetch_parallelism] for i in range(self._fetch_parallelism)]
+        parts = [p for p in parts if p]
+        if len(parts) == 1:
+            return self._rpc.fetch_blocks(heights, with_traces=with_traces)
+        pool = self._fetch_pool()
+        futures = [pool.submit(self._fetch_in_pool, part, with_traces) for part in parts[1:]]
+        bundles = self._rpc.fetch_blocks(parts[0], with_traces=with_traces)
+        for future in futures:
+            bundles.extend(future.result())
+        return sorted(bundles, key=lambda b: b.number)
+
+    def _fetch_in_pool(self, heights: list[int], with_traces: bool) -> list[BlockBundle]:
+        # One client per thread: a requests.Session is not made to be shared between threads.
+        client = getattr(self._thread_clients, "rpc", None)
+        if client is None:
+            assert self._rpc_factory is not None
+            client = self._thread_clients.rpc = self._rpc_factory()
+        return client.fetch_blocks(heights, with_traces=with_traces)
+
+    def _fetch_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._fetch_parallelism - 1,
+                                            thread_name_prefix="block-fetch")
+        return self._pool
 
     def _record(self, bundle: BlockBundle) -> BlockResult:
         height = bundle.number
