@@ -344,16 +344,7 @@ def profile_block(stack: Stack, heights: list[int]) -> dict[str, Any]:
     from wallet.wiring import Wiring
 
     scratch = f"{PREFIX}prof"
-    w = Wiring(
-        Settings(
-            redis_url=stack.redis_url,
-            eth_rpc_url=stack.rpc_url,
-            chain_id=stack.config.chain_id,
-            key_prefix=scratch,
-            trace_internal_transfers=False,
-            required_confirmations=REQUIRED_CONFIRMATIONS,
-        )
-    )
+    w = _scratch_wiring(stack, scratch)
     w.redis.sunionstore(w.keyspace.watched, [f"{PREFIX}:watched"])
     rpc, scanner = w.rpc, w.scanner
     scanner.process_block(heights[0])  # warm: connections, token metadata
@@ -424,20 +415,10 @@ def batched_in_process(
     """What the same domain code reaches without a task per height: `threads` threads, each fetching
     `per_fetch` heights per JSON-RPC batch (RpcClient.fetch_blocks) and recording every block
     (DepositScanner._record) under a scratch key prefix. A what-if, not the system."""
-    from wallet.settings import Settings
-    from wallet.wiring import Wiring
 
     scratch = f"{PREFIX}batch"
     wirings = [
-        Wiring(
-            Settings(
-                redis_url=stack.redis_url,
-                eth_rpc_url=stack.rpc_url,
-                chain_id=stack.config.chain_id,
-                key_prefix=scratch,
-                trace_internal_transfers=False,
-            )
-        )
+        _scratch_wiring(stack, scratch)
         for _ in range(threads)
     ]
     wirings[0].redis.sunionstore(wirings[0].keyspace.watched, [f"{PREFIX}:watched"])
@@ -865,3 +846,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _scratch_wiring(stack: Stack, key_prefix: str):
+    """Domain objects on the stack's servers under a scratch prefix: profiling leaves the
+    measured system's state alone."""
+    from wallet.settings import Settings
+    from wallet.wiring import Wiring
+
+    return Wiring(Settings(
+        redis_url=stack.redis_url, eth_rpc_url=stack.rpc_url, chain_id=stack.config.chain_id,
+        key_prefix=key_prefix, trace_internal_transfers=False,
+        required_confirmations=REQUIRED_CONFIRMATIONS,
+    ))

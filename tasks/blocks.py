@@ -50,27 +50,23 @@ def schedule_blocks() -> dict[str, Any]:
             lock.release()
 
 
-@shared_task(
-    name="tasks.blocks.process_block",
-    autoretry_for=(RetryableError, redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=None,
-)
+# A block task retries until the node and Redis answer: a height is never given up on.
+_BLOCK_TASK_OPTIONS = {
+    "autoretry_for": (RetryableError, redis.ConnectionError, redis.TimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+
+
+@shared_task(name="tasks.blocks.process_block", **_BLOCK_TASK_OPTIONS)
 def process_block(height: int) -> dict[str, Any]:
     """Scan one height. Idempotent: a redelivered or repeated task records nothing new."""
     return asdict(wiring().scanner.process_block(int(height)))
 
 
-@shared_task(
-    name="tasks.blocks.process_blocks",
-    autoretry_for=(RetryableError, redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=None,
-)
+@shared_task(name="tasks.blocks.process_blocks", **_BLOCK_TASK_OPTIONS)
 def process_blocks(heights: list[int]) -> dict[str, Any]:
     """Scan a group of heights with one fetch. Idempotent per block, so a retry of the whole group
     after one bad block re-records nothing that was already recorded."""
