@@ -161,3 +161,16 @@ def test_anvil_reorg_of_depth_retracts_the_deposit(
     confirmed = deposit_events(kafka, to, "deposit.confirmed", timeout=3)
     # If the node re-included the dropped transaction, only its new block may be confirmed.
     assert all(c["payload"]["block_hash"] != seen_event["payload"]["block_hash"] for c in confirmed)
+
+
+def test_stored_block_hashes_stay_bounded_on_a_quiet_chain(
+    chain: Chain, redis_client, celery_app
+) -> None:
+    from workers.devstack import wait_for
+
+    chain.mine(60)  # empty blocks: no deposit ever comes due
+    head = chain.head()
+    wait_for(lambda: int(redis_client.get("wtest:blocks:watermark")) >= head, 60, "the watermark")
+    # Only the re-check window (K + margin 16) and what the watermark has not passed are kept.
+    wait_for(lambda: min(int(h) for h in redis_client.hkeys("wtest:blocks:hash")) >= head - K - 16 - 1,
+             30, "old block hashes to be forgotten")

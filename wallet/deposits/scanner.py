@@ -223,6 +223,8 @@ class DepositScanner:
         watermark = self._ledger.watermark()
         if watermark is None:
             return 0
+        # Every tick, not only when something is due: on a quiet chain the hashes would pile up.
+        self._ledger.forget_hashes_below(watermark - self._window - 1)
         deepest = min(head - self._k + 1, watermark)
         due = [(i.decode(), int(h)) for i, h in self._redis.zrangebyscore(
             self._ks.unconfirmed_deposits, 0, deepest, withscores=True)]
@@ -250,7 +252,6 @@ class DepositScanner:
                 head - height + 1, self._k))
             confirmed += 1
         pipe.execute()
-        self._ledger.forget_hashes_below(watermark - self._window - 1)
         return confirmed
 
     def status(self, head: int | None) -> ScanStatus:
