@@ -16,6 +16,14 @@ from wallet.events import OutgoingEvent
 # Start of the stream; also where the bridge restarts after a failed publish.
 STREAM_START = "0-0"
 
+# An entry's fields, in this order wherever an entry is written (block staging keeps the values as
+# a flat list, and its Lua script is handed these names for the XADD).
+ENTRY_FIELDS = ("topic", "key", "event_id", "value")
+
+
+def entry_values(event: OutgoingEvent) -> tuple[str, str, str, bytes]:
+    return event.topic, event.key or "", event.envelope.event_id, event.envelope.to_json()
+
 
 @dataclass(frozen=True)
 class OutboxEntry:
@@ -33,15 +41,7 @@ class Outbox:
 
     def append(self, pipe: redis.client.Pipeline, event: OutgoingEvent) -> None:
         """Queue the event on `pipe`: it is written if and only if the caller's transaction is."""
-        pipe.xadd(
-            self._stream,
-            {
-                "topic": event.topic,
-                "key": event.key or "",
-                "event_id": event.envelope.event_id,
-                "value": event.envelope.to_json(),
-            },
-        )
+        pipe.xadd(self._stream, dict(zip(ENTRY_FIELDS, entry_values(event), strict=True)))
 
     def read_after(self, cursor: str, count: int, block_ms: int | None = None) -> list[OutboxEntry]:
         """Up to `count` entries after `cursor`, in append order; waits up to `block_ms` for new ones."""

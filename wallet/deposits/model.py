@@ -79,7 +79,7 @@ def display_amount(amount: int, decimals: int | None) -> str | None:
 
 
 def deposit_event(chain_id: int, event_type: str, deposit: Deposit, token: TokenInfo,
-                  confirmations: int, required: int) -> OutgoingEvent:
+                  confirmations: int, required: int, meta: dict[str, Any] | None = None) -> OutgoingEvent:
     payload = DepositPayload(
         deposit_id=deposit.deposit_id, kind=deposit.kind, tx_hash=deposit.tx_hash,
         log_index=deposit.log_index, trace_path=deposit.trace_path, block_number=deposit.block_number,
@@ -95,6 +95,7 @@ def deposit_event(chain_id: int, event_type: str, deposit: Deposit, token: Token
         chain_id=chain_id,
         occurred_at=utc_now(),
         payload=payload.model_dump(by_alias=True),
+        meta=meta or {},
     )
     return OutgoingEvent(topic=TOPIC_TRANSACTION, key=deposit.to, envelope=envelope)
 

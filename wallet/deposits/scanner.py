@@ -34,7 +34,6 @@ from wallet.deposits.model import (
     deposit_to_json,
 )
 from wallet.deposits.tokens import TokenDirectory
-from wallet.events import OutgoingEvent
 from wallet.outbox import Outbox
 from wallet.state.blocks import BlockLedger
 from wallet.state.keyspace import Keyspace
@@ -151,7 +150,7 @@ class DepositScanner:
                 "deposit": orjson.dumps(deposit_to_json(deposit)), "status": STATUS_SEEN})
             pipe.zadd(self._ks.unconfirmed_deposits, {deposit.deposit_id: height})
             pipe.sadd(self._ks.block_deposits(height), deposit.deposit_id)
-            self._stage(pipe, height, deposit_event(
+            self._ledger.stage_in(pipe, height, deposit_event(
                 self._chain_id, EVENT_DEPOSIT_SEEN, deposit, tokens[deposit.asset], 1, self._k))
         self._ledger.finish_in(pipe, height, bundle.hash)
         pipe.execute()
@@ -172,16 +171,9 @@ class DepositScanner:
         # it had been confirmed), because crediting a deposit that no longer exists is worse.
         pipe.hset(self._ks.deposit(deposit.deposit_id), "status", STATUS_REVERTED)
         pipe.zrem(self._ks.unconfirmed_deposits, deposit.deposit_id)
-        event = deposit_event(self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset),
-                              0, self._k)
-        if status == STATUS_CONFIRMED:
-            event = event.model_copy(update={"envelope": event.envelope.model_copy(
-                update={"meta": {"was_confirmed": True}})})
-        self._stage(pipe, deposit.block_number, event)
-
-    def _stage(self, pipe: redis.client.Pipeline, height: int, event: OutgoingEvent) -> None:
-        self._ledger.stage_in(pipe, height, event.topic, event.key or "", event.envelope.event_id,
-                              event.envelope.to_json())
+        self._ledger.stage_in(pipe, deposit.block_number, deposit_event(
+            self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset), 0, self._k,
+            meta={"was_confirmed": True} if status == STATUS_CONFIRMED else None))
 
     def _watched(self, addresses: list[str]) -> set[str]:
         ours: set[str] = set()

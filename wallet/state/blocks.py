@@ -11,12 +11,15 @@ import time
 
 import redis
 
+from wallet.events import OutgoingEvent
+from wallet.outbox import ENTRY_FIELDS, entry_values
 from wallet.state.keyspace import Keyspace
 
 # Advance the watermark over contiguous done heights, releasing each height's staged events into
 # the outbox in order. Atomic, so a crash never releases a height twice or skips one.
 # A height at or below the watermark (re-scanned after a reorg) releases its staged events at once.
-# KEYS: watermark, done zset, outbox stream, inflight zset. ARGV: staged key prefix, height just done.
+# KEYS: watermark, done zset, outbox stream, inflight zset.
+# ARGV: staged key prefix, height just done, then the outbox's four entry field names.
 _ADVANCE = """
 local wm = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local released = 0
@@ -24,8 +27,8 @@ local function release(height)
   local staged = ARGV[1] .. height
   local entries = redis.call('LRANGE', staged, 0, -1)
   for i = 1, #entries, 4 do
-    redis.call('XADD', KEYS[3], '*', 'topic', entries[i], 'key', entries[i + 1],
-               'event_id', entries[i + 2], 'value', entries[i + 3])
+    redis.call('XADD', KEYS[3], '*', ARGV[3], entries[i], ARGV[4], entries[i + 1],
+               ARGV[5], entries[i + 2], ARGV[6], entries[i + 3])
     released = released + 1
   end
   redis.call('DEL', staged)
@@ -109,13 +112,13 @@ class BlockLedger:
         pipe.zadd(self._ks.done_heights, {str(height): height})
         self._advance(
             keys=[self._ks.watermark, self._ks.done_heights, self._ks.outbox, self._ks.inflight],
-            args=[f"{self._ks.prefix}:blocks:staged:", height],
+            args=[f"{self._ks.prefix}:blocks:staged:", height, *ENTRY_FIELDS],
             client=pipe,
         )
 
-    def stage_in(self, pipe: redis.client.Pipeline, height: int, topic: str, key: str,
-                 event_id: str, value: bytes) -> None:
-        pipe.rpush(self._ks.staged_events(height), topic, key, event_id, value)
+    def stage_in(self, pipe: redis.client.Pipeline, height: int, event: OutgoingEvent) -> None:
+        """Queue on the caller's MULTI: the event goes out when the watermark passes `height`."""
+        pipe.rpush(self._ks.staged_events(height), *entry_values(event))
 
     def forget_hashes_below(self, height: int) -> None:
         """Drop stored hashes of heights too deep to be re-checked: keeps the hash bounded."""
