@@ -6,7 +6,6 @@ from functools import cached_property
 
 import redis
 
-from wallet.chain.client import fetch_chain_id
 from wallet.chain.health import ChainHealth
 from wallet.chain.rpc import RpcClient
 from wallet.custody.master_key import load_master_key
@@ -41,7 +40,7 @@ class Wiring:
     def chain_id(self) -> int:
         if self.settings.chain_id is not None:
             return self.settings.chain_id
-        return fetch_chain_id(self.settings.eth_rpc_url)
+        return self.rpc.chain_id()
 
     @cached_property
     def vault(self) -> KeyVault:

@@ -232,10 +232,9 @@ class Stack:
                     return bool(redis.Redis.from_url(self.redis_url, socket_timeout=1).ping())
                 except redis.RedisError:
                     return False
-            case "kafka" | "anvil":
-                port = self.config.ports[name]
+            case "kafka" | "anvil" | "flower":
                 try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    socket.create_connection(("127.0.0.1", self.config.ports[name]), timeout=1).close()
                     return True
                 except OSError:
                     return False
@@ -245,12 +244,6 @@ class Stack:
                 return self._log_has(name, "beat: Starting")
             case "command-consumer":
                 return self._log_has(name, "consuming ")
-            case "flower":
-                try:
-                    socket.create_connection(("127.0.0.1", self.config.ports["flower"]), timeout=1).close()
-                    return True
-                except OSError:
-                    return False
         return False
 
     def _log_has(self, name: str, text: str) -> bool:

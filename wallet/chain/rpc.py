@@ -97,7 +97,11 @@ class RpcClient:
 
     def chain_id(self) -> int:
         with self._naming_node("eth_chainId"):
-            return mappers.quantity(self._call("eth_chainId", []), "eth_chainId result")
+            chain_id = mappers.quantity(self._call("eth_chainId", []), "eth_chainId result")
+        if chain_id <= 0:
+            # Stamped on every event: a node that says 0 is not to be believed.
+            raise ChainDataInvalid(f"node at {self.display_url} answered chain id {chain_id}")
+        return chain_id
 
     def block_refs(self, heights: Sequence[int]) -> dict[int, BlockRef | None]:
         """Number, hash and parent hash of each height, in one batch request; None where the node
