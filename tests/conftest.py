@@ -73,6 +73,15 @@ def master_key(stack: Stack) -> bytes:
 
 
 @pytest.fixture
+def key_wiring(stack: Stack):
+    """The domain objects as the key-holding worker has them (master key included), in this process."""
+    from wallet.settings import Settings
+    from wallet.wiring import Wiring
+
+    return Wiring(Settings(master_key_file=stack.master_key_file))
+
+
+@pytest.fixture
 def celery_app(stack: Stack):
     """Our real Celery app, pointed at the test stack (the name pytest-celery's fixtures expect)."""
     from workers.app import app

@@ -120,3 +120,23 @@ def test_no_private_key_or_master_key_anywhere_the_system_writes(
     for log in stack.logs.glob("*.log"):
         content = log.read_bytes()
         assert not any(n in content for n in needles), f"secret material in {log.name}"
+
+
+def test_signer_signs_for_a_managed_address_and_the_node_accepts_it(
+    stack: Stack, chain, new_address, key_wiring
+) -> None:
+    wiring = key_wiring
+    sender = new_address()
+    chain.rpc("anvil_setBalance", [sender, hex(10**18)])
+    before = chain.w3.eth.get_balance(chain.funder.address)
+    signed = wiring.signer.sign_transaction(sender, {
+        "chainId": chain.w3.eth.chain_id, "nonce": 0, "gas": 21_000, "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9, "to": chain.funder.address, "value": 12345,
+    })
+    receipt = chain.send_raw(signed.raw)
+    assert receipt["status"] == 1 and receipt["from"].lower() == sender.lower()
+    assert "0x" + receipt["transactionHash"].hex().removeprefix("0x") == signed.tx_hash
+    assert chain.w3.eth.get_balance(chain.funder.address) == before + 12345
+    hot = wiring.signer.hot_wallet_address()
+    assert hot == wiring.signer.hot_wallet_address()
+    assert not redis.Redis.from_url(stack.redis_url).sismember("wtest:watched", hot.lower())

@@ -9,6 +9,7 @@ import redis
 from wallet.chain.health import ChainHealth
 from wallet.chain.rpc import RpcClient
 from wallet.custody.master_key import load_master_key
+from wallet.custody.signer import Signer
 from wallet.custody.vault import KeyVault
 from wallet.deposits.scanner import DepositScanner
 from wallet.deposits.tokens import TokenDirectory
@@ -52,6 +53,11 @@ class Wiring:
         )
         vault.verify_master_key()
         return vault
+
+    @cached_property
+    def signer(self) -> Signer:
+        """Signs for managed addresses: only the key-holding worker (`keys` queue) calls this."""
+        return Signer(self.vault)
 
     @cached_property
     def rpc(self) -> RpcClient:

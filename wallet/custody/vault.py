@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from wallet.custody.cipher import SecretCipher
-from wallet.custody.keys import KeyPair
+from wallet.custody.keys import KeyPair, new_key_pair
 from wallet.errors import CustodyError, MasterKeyMismatch
 from wallet.state.keyspace import Keyspace
 
@@ -43,6 +43,23 @@ class KeyVault:
 
     def seal(self, pair: KeyPair) -> bytes:
         return self._cipher.encrypt(pair.private_key, pair.address.lower().encode())
+
+    def private_key_for(self, address: str) -> bytes:
+        return self.unseal(address)
+
+    def hot_wallet_address(self) -> str:
+        """The hot wallet's address, its key made and sealed on first use (not a watched address:
+        money moving in and out of it is ours, not a customer's deposit)."""
+        existing = self._redis.get(self._keyspace.hot_wallet)
+        if existing is not None:
+            return existing.decode()
+        pair = new_key_pair()
+        with self._redis.pipeline() as pipe:
+            pipe.hsetnx(self._keyspace.sealed_keys, pair.address.lower(), self.seal(pair))
+            pipe.set(self._keyspace.hot_wallet, pair.address, nx=True)
+            pipe.execute()
+        # Two first callers racing: the one whose SET won is the hot wallet; the other key is unused.
+        return self._redis.get(self._keyspace.hot_wallet).decode()
 
     def unseal(self, address: str) -> bytes:
         """The private key of a managed address. Only the signer calls this."""

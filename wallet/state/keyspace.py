@@ -29,6 +29,11 @@ class Keyspace:
         """A known value sealed by the master key: tells a wrong master key at start-up."""
         return f"{self.prefix}:keys:check"
 
+    @property
+    def hot_wallet(self) -> str:
+        """STRING: the hot wallet's checksummed address (its key is sealed like any other)."""
+        return f"{self.prefix}:hotwallet"
+
     def request(self, request_id: str) -> str:
         """What a request already produced, so a redelivered task does not do it twice."""
         return f"{self.prefix}:request:{request_id}"
