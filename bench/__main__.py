@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import accounts, blocks
+from bench import accounts, blocks, custody
 
-BENCHES = {"accounts": accounts.main, "blocks": blocks.main}
+BENCHES = {"accounts": accounts.main, "blocks": blocks.main, "custody": custody.main}
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ import pytest
 import redis
 
 from tests.kafka_probe import KafkaProbe
-from wallet.custody.cipher import SecretCipher
 from wallet.custody.keys import address_of
 from wallet.events import event_id_for
 from workers.devstack import Stack
@@ -50,8 +49,8 @@ def test_create_account_command_on_kafka_yields_one_address_created_event(
     assert [m.key for m in messages if mark in m.value.decode()] == [address.lower()]
 
 
-def test_direct_task_batch_creates_sealed_watched_addresses(
-    celery_app, kafka: KafkaProbe, redis_client: redis.Redis, master_key: bytes
+def test_direct_task_batch_creates_hd_derived_watched_addresses(
+    celery_app, kafka: KafkaProbe, redis_client: redis.Redis, key_wiring
 ) -> None:
     from tasks.accounts import create_account
 
@@ -64,13 +63,12 @@ def test_direct_task_batch_creates_sealed_watched_addresses(
     assert sorted(e["payload"]["address"] for e in events) == sorted(addresses)
     assert {e["payload"]["count_in_request"] for e in events} == {5}
 
-    cipher = SecretCipher(master_key)
+    indices = [int(redis_client.hget(f"{PREFIX}:keys:hd:index", a.lower())) for a in addresses]
+    # Consecutive BIP-44 indices, and nothing but the index stored per address.
+    assert indices == list(range(indices[0], indices[0] + 5))
     for address in addresses:
-        blob = redis_client.hget(f"{PREFIX}:keys", address.lower())
-        private_key = cipher.decrypt(blob, address.lower().encode())
-        # The stored key is the key of this address, and it is not readable without the master key.
-        assert address_of(private_key) == address
-        assert private_key not in blob and private_key.hex().encode() not in blob
+        assert redis_client.hget(f"{PREFIX}:keys", address.lower()) is None
+        assert address_of(key_wiring.vault.private_key_for(address)) == address
         assert redis_client.sismember(f"{PREFIX}:watched", address.lower())
 
 

@@ -6,7 +6,8 @@ reaching a process that should not hold it, a port published on every interface,
 worker consumes).
 
 `${VAR:-default}` interpolation is resolved with the defaults only, never the environment of
-whoever runs the tests, so the result does not depend on the machine.
+whoever runs the tests, so the result does not depend on the machine. Variables compose requires
+(`${VAR:?message}`) get the sample values below, as an operator's `.env` would give them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -37,6 +39,9 @@ REQUIRED_QUEUES = {"keys", "celery", "blocks", "bridge", "scheduler"}
 KEY_QUEUE = "keys"
 
 SETTINGS_ENV_NAMES = {"WALLET_" + name.upper() for name in Settings.model_fields}
+# What an operator's .env gives for the variables compose refuses to start without.
+REQUIRED_SAMPLES = {"REDIS_PASSWORD": "sample-redis-password", "FLOWER_BASIC_AUTH": "ops:sample-flower-password"}
+REDIS_URL = "redis://:sample-redis-password@redis:6379/0"
 
 # $$ | ${NAME} | ${NAME:-default} | ${NAME-default} | ${NAME:?err} | ${NAME?err} | ${NAME:+alt} | $NAME
 _INTERPOLATION = re.compile(
@@ -57,7 +62,9 @@ def interpolate(value):
         op = m.group("op") or ""
         if op.endswith("-"):
             return m.group("arg")
-        return ""  # unset, ${X?err} (would fail compose, but not our concern here) or ${X:+alt}
+        if op.endswith("?"):
+            return REQUIRED_SAMPLES[m.group("braced")]
+        return ""  # unset, or ${X:+alt}
 
     return _INTERPOLATION.sub(repl, value)
 
@@ -222,7 +229,7 @@ def test_every_wallet_variable_is_a_settings_field(compose):
 
 def test_app_services_share_the_required_environment(services):
     required = {
-        "WALLET_REDIS_URL": "redis://redis:6379/0",
+        "WALLET_REDIS_URL": REDIS_URL,
         "WALLET_KAFKA_BOOTSTRAP": "kafka:9092",
         "WALLET_ETH_RPC_URL": "http://anvil:8545",
         "WALLET_CHAIN_ID": "31337",
@@ -256,13 +263,13 @@ def test_environment_parses_as_settings(services, monkeypatch):
             monkeypatch.setenv(key, value)
         settings = Settings()
         assert settings.chain_id == 31337
-        assert settings.broker_url == "redis://redis:6379/0"
+        assert settings.broker_url == REDIS_URL
 
 
 def test_addresses_point_at_compose_services(services):
     env = env_of(services["worker"])
     hosts = {
-        "WALLET_REDIS_URL": re.match(r"redis://([^:/]+)", env["WALLET_REDIS_URL"]).group(1),
+        "WALLET_REDIS_URL": urlsplit(env["WALLET_REDIS_URL"]).hostname,
         "WALLET_ETH_RPC_URL": re.match(r"https?://([^:/]+)", env["WALLET_ETH_RPC_URL"]).group(1),
     }
     for key, host in hosts.items():
@@ -354,7 +361,7 @@ def test_single_beat(services):
 
 
 def test_published_ports_are_loopback_only(services):
-    """Redis, Kafka and Anvil have no auth here; Flower's /metrics ignores its basic auth."""
+    """Kafka and Anvil have no auth here; Flower's /metrics ignores its basic auth."""
     for name, svc in services.items():
         for host_ip, published in published_ports(svc):
             assert host_ip == "127.0.0.1", f"{name}: port {published or '?'} published on all interfaces"
@@ -370,6 +377,28 @@ def test_flower_is_local_and_password_protected(services):
     user, _, password = auth.partition(":")
     assert user and password, f"--basic-auth should be user:password, got {auth!r}"
     assert option_value(command_of(flower), "--port") == "5555"
+    # No default login: a well-known password would be no protection at all.
+    raw = " ".join(flower["command"]) if isinstance(flower["command"], list) else flower["command"]
+    assert "${FLOWER_BASIC_AUTH:?" in raw, "flower's --basic-auth must be required, not defaulted"
+
+
+def redis_server_argv(redis: dict) -> list[str]:
+    """The redis-server argv, also when it is started by `sh -c '... && exec redis-server ...'`."""
+    argv = command_of(redis)
+    if argv[:2] == ["sh", "-c"]:
+        return shlex.split(argv[2].split("exec ", 1)[1])
+    return argv
+
+
+def test_redis_requires_a_password_that_every_app_process_uses(services):
+    redis = services["redis"]
+    script = command_of(redis)[2]
+    assert "requirepass" in script and "$REDIS_PASSWORD" in script
+    assert "requirepass" not in redis_server_argv(redis), "the password would show in ps"
+    assert env_of(redis)["REDIS_PASSWORD"] == REQUIRED_SAMPLES["REDIS_PASSWORD"]
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    for name in APP_SERVICES:
+        assert urlsplit(env_of(services[name])["WALLET_REDIS_URL"]).password == REQUIRED_SAMPLES["REDIS_PASSWORD"]
 
 
 # --- infrastructure -------------------------------------------------------------------------
@@ -378,7 +407,7 @@ def test_flower_is_local_and_password_protected(services):
 def test_redis_persists_with_aof(compose, services):
     redis = services["redis"]
     assert str(redis.get("image", "")).startswith("redis:7")
-    argv = command_of(redis)
+    argv = redis_server_argv(redis)
     assert option_value(argv, "--appendonly") == "yes", f"redis without --appendonly yes: {argv}"
     volumes = [
         interpolate(v) if isinstance(v, str) else f"{v.get('source')}:{v.get('target')}"

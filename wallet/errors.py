@@ -72,6 +72,18 @@ class MasterKeyMismatch(CustodyError):
     code = "master_key_mismatch"
 
 
+class SeedMissing(CustodyError):
+    """HD addresses exist but their seed is gone: restore it, never make a new one."""
+
+    code = "seed_missing"
+
+
+class UnknownAddress(CustodyError):
+    """We hold no key for this address."""
+
+    code = "unknown_address"
+
+
 class ChainDataInvalid(RetryableError):
     """The node answered something that is not what the protocol says (garbage, a missing field,
     receipts of another block). Retried: a node mid-reorg or restarting says such things briefly."""

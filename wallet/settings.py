@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     # Only the key-holding worker is given it.
     master_key: SecretStr | None = None
     master_key_file: Path | None = None
+    # How new deposit addresses get their keys: derived from one sealed HD seed (BIP-44 index per
+    # address), or one random sealed key each. Existing addresses keep working if this changes.
+    key_mode: Literal["hd", "random"] = "hd"
 
     max_command_bytes: int = Field(default=64 * 1024, gt=0)
     max_batch_count: int = Field(default=1000, gt=0)

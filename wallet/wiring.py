@@ -8,6 +8,7 @@ import redis
 
 from wallet.chain.health import ChainHealth
 from wallet.chain.rpc import RpcClient
+from wallet.custody.envelope import Envelope
 from wallet.custody.master_key import load_master_key
 from wallet.custody.signer import Signer
 from wallet.custody.vault import KeyVault
@@ -49,7 +50,8 @@ class Wiring:
         vault = KeyVault(
             self.redis,
             self.keyspace,
-            load_master_key(self.settings.master_key, self.settings.master_key_file),
+            Envelope(load_master_key(self.settings.master_key, self.settings.master_key_file)),
+            self.settings.key_mode,
         )
         vault.verify_master_key()
         return vault

@@ -28,7 +28,7 @@ def check_custody(sender: str, instance, **_: object) -> None:
     if KEY_QUEUE not in queues:
         return
     try:
-        wiring().vault.verify_master_key()
+        wiring().vault.start()
     except CustodyError as exc:
         log.critical("refusing to start %s: %s", sender, exc)
         print(f"error: refusing to start {sender}: [{exc.code}] {exc}", file=sys.stderr, flush=True)

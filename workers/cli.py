@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.json import JSON
 from rich.table import Table
 
+from workers.cli_keys import keys_app
 from workers.devstack import ALL, Stack, StackError
 
 app = typer.Typer(help="Ethereum wallet manager.", no_args_is_help=True)
@@ -28,6 +29,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(account_app, name="account")
 app.add_typer(topic_app, name="topic")
 app.add_typer(scan_app, name="scan")
+app.add_typer(keys_app, name="keys")
 app.add_typer(topic_app, name="topics", hidden=True)
 
 console = Console()

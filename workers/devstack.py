@@ -99,6 +99,8 @@ class StackConfig:
     key_prefix: str = "wallet"
     flower_user: str = "admin"
     flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    # Our Redis always asks for a password, so the password path is what every test exercises.
+    redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     chain_id: int = 31337
     extra_env: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
@@ -125,7 +127,11 @@ class Stack:
     def load_or_create(cls, home: Path) -> Stack:
         state = home / "stack.json"
         if state.exists():
-            return cls(home, StackConfig(**json.loads(state.read_text())))
+            saved = json.loads(state.read_text())
+            stack = cls(home, StackConfig(**saved))
+            if saved.keys() != asdict(stack.config).keys():
+                stack.save()  # a field added since: keep its new default from now on
+            return stack
         home.mkdir(parents=True, exist_ok=True)
         stack = cls(home, StackConfig.fresh())
         stack.save()
@@ -140,7 +146,7 @@ class Stack:
     # ---- addresses and environment
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.config.ports['redis']}/0"
+        return f"redis://:{self.config.redis_password}@127.0.0.1:{self.config.ports['redis']}/0"
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -196,7 +202,11 @@ class Stack:
         match name:
             case "redis":
                 (self.home / "redis").mkdir(parents=True, exist_ok=True)
-                return [redis_binary(), "--port", str(p["redis"]), "--bind", "127.0.0.1",
+                # The password goes in a private config file, not argv, where `ps` would show it.
+                conf = self.home / "redis" / "redis.conf"
+                conf.write_text(f"requirepass {self.config.redis_password}\n")
+                conf.chmod(0o600)
+                return [redis_binary(), str(conf), "--port", str(p["redis"]), "--bind", "127.0.0.1",
                         "--save", "", "--appendonly", "yes", "--dir", str(self.home / "redis"),
                         "--protected-mode", "no"]
             case "kafka":

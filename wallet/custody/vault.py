@@ -1,69 +1,151 @@
-"""The key vault: private keys sealed with the master key, stored per address in Redis."""
+"""The key vault: issues deposit keys (HD-derived or random) and finds the key of a managed address.
+
+In HD mode an address stores only its index; in random mode its key, envelope-sealed. Either way
+nothing in Redis opens without the master key, which only the key-holding worker is given.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
 import redis
 
-from wallet.custody.cipher import SecretCipher
-from wallet.custody.keys import KeyPair, new_key_pair
-from wallet.errors import CustodyError, MasterKeyMismatch
+from wallet.custody.envelope import Envelope, sealed_by
+from wallet.custody.hd import DEPOSIT_ACCOUNT, HOT_WALLET_ACCOUNT, ExtendedKey, external_chain
+from wallet.custody.keys import address_of, new_key_pair
+from wallet.custody.seed_store import SeedStore
+from wallet.errors import CustodyError, MasterKeyMismatch, UnknownAddress
 from wallet.state.keyspace import Keyspace
 
-_CHECK_PLAINTEXT = b"eth-wallet-manager master key check v1"
-_CHECK_CONTEXT = b"key-check"
+KeyMode = Literal["hd", "random"]
+
+CHECK_PLAINTEXT = b"eth-wallet-manager master key check v1"
+CHECK_CONTEXT = b"key-check"
+
+
+def address_context(address: str) -> bytes:
+    return address.lower().encode()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key issued for a new address, not yet stored: the account service writes it with the rest."""
+
+    address: str
+    hd_index: int | None = None
+    sealed: bytes | None = field(default=None, repr=False)
 
 
 class KeyVault:
-    def __init__(self, client: redis.Redis, keyspace: Keyspace, master_key: bytes) -> None:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, envelope: Envelope, mode: KeyMode = "hd") -> None:
         self._redis = client
         self._keyspace = keyspace
-        self._cipher = SecretCipher(master_key)
+        self.envelope = envelope
+        self.mode = mode
+        self.seeds = SeedStore(client, keyspace, envelope)
+
+    @property
+    def master_key_id(self) -> str:
+        return self.envelope.key_id.hex()
+
+    def start(self) -> None:
+        """The key-holding worker's start-up: the master key must fit this store, and in HD mode a
+        fresh store gets its seed now rather than on the first request.
+
+        Raises:
+            MasterKeyMismatch: the stored check value does not open with this key.
+            SeedMissing: HD addresses exist without their seed (never silently a new one).
+        """
+        self.verify_master_key()
+        if self.mode == "hd":
+            self.seeds.ensure()
 
     def verify_master_key(self) -> None:
-        """Fail at start-up when the master key is not the one the stored keys were sealed with.
-
-        The first start with an empty store records the check value.
+        """Fail when the master key is not the one this store was sealed with (the first key
+        given to a fresh store is recorded).
 
         Raises:
             MasterKeyMismatch: the stored check value does not open with this key.
         """
-        blob = self._cipher.encrypt(_CHECK_PLAINTEXT, _CHECK_CONTEXT)
-        if self._redis.set(self._keyspace.key_check, blob, nx=True):
-            return
-        stored = self._redis.get(self._keyspace.key_check)
-        try:
-            ok = self._cipher.decrypt(stored, _CHECK_CONTEXT) == _CHECK_PLAINTEXT
-        except CustodyError:
-            ok = False
-        if not ok:
-            raise MasterKeyMismatch(
-                "the master key does not match the one this store's keys were sealed with; "
-                "refusing to start rather than create keys nobody can use"
-            )
+        if not self._redis.set(self._keyspace.key_check, self.envelope.seal(CHECK_PLAINTEXT, CHECK_CONTEXT), nx=True):
+            stored = self._redis.get(self._keyspace.key_check)
+            try:
+                ok = self.envelope.open(stored, CHECK_CONTEXT) == CHECK_PLAINTEXT
+            except CustodyError:
+                ok = False
+            if not ok:
+                raise MasterKeyMismatch(
+                    f"the master key (id {self.master_key_id}) is not the one this store's keys are sealed "
+                    f"with (id {sealed_by(stored).hex()}); refusing to start rather than create keys nobody can use"
+                )
 
-    def seal(self, pair: KeyPair) -> bytes:
-        return self._cipher.encrypt(pair.private_key, pair.address.lower().encode())
+    # ---- issuing keys for new addresses
+    def issue(self, count: int) -> list[NewKey]:
+        if self.mode == "random":
+            pairs = [new_key_pair() for _ in range(count)]
+            return [NewKey(p.address, sealed=self.envelope.seal(p.private_key, address_context(p.address)))
+                    for p in pairs]
+        self.seeds.ensure()
+        # Reserved before the account write: a request that then fails leaves a gap of unused
+        # indices, which costs nothing (the index map, not a gap-limit scan, is what restores).
+        first = self._redis.incrby(self._keyspace.hd_next_index, count) - count
+        chain = self._deposit_chain
+        return [NewKey(address_of(chain.child(i).key), hd_index=i) for i in range(first, first + count)]
 
+    def stage(self, pipe: redis.client.Pipeline, keys: list[NewKey]) -> None:
+        """Queue the writes that make `keys` spendable, inside the caller's transaction."""
+        indexed = {k.address.lower(): k.hd_index for k in keys if k.hd_index is not None}
+        sealed = {k.address.lower(): k.sealed for k in keys if k.sealed is not None}
+        if indexed:
+            pipe.hset(self._keyspace.hd_index, mapping=indexed)
+        if sealed:
+            pipe.hset(self._keyspace.sealed_keys, mapping=sealed)
+
+    # ---- finding keys (the signer)
     def private_key_for(self, address: str) -> bytes:
-        return self.unseal(address)
+        """The private key of a managed address. Only the signer calls this.
+
+        Raises:
+            UnknownAddress: not an address of ours.
+        """
+        a = address.lower()
+        blob, index = self._redis.hget(self._keyspace.sealed_keys, a), self._redis.hget(self._keyspace.hd_index, a)
+        if blob is not None:
+            return self.envelope.open(blob, address_context(a))
+        if index is not None:
+            return self._deposit_chain.child(int(index)).key
+        hot = self._redis.get(self._keyspace.hot_wallet)
+        if hot is not None and hot.decode().lower() == a:
+            return self._hot_wallet_chain.child(0).key
+        raise UnknownAddress(f"no key for address {address}")
 
     def hot_wallet_address(self) -> str:
-        """The hot wallet's address, its key made and sealed on first use (not a watched address:
-        money moving in and out of it is ours, not a customer's deposit)."""
+        """The hot wallet's address, made on first use: HD account 1 in HD mode, else a sealed
+        random key. Not a watched address: money moving in and out of it is ours, not a deposit."""
         existing = self._redis.get(self._keyspace.hot_wallet)
         if existing is not None:
             return existing.decode()
-        pair = new_key_pair()
-        with self._redis.pipeline() as pipe:
-            pipe.hsetnx(self._keyspace.sealed_keys, pair.address.lower(), self.seal(pair))
-            pipe.set(self._keyspace.hot_wallet, pair.address, nx=True)
-            pipe.execute()
-        # Two first callers racing: the one whose SET won is the hot wallet; the other key is unused.
+        if self.mode == "hd":
+            self.seeds.ensure()
+            self._redis.set(self._keyspace.hot_wallet, address_of(self._hot_wallet_chain.child(0).key), nx=True)
+        else:
+            pair = new_key_pair()
+            with self._redis.pipeline() as pipe:
+                pipe.hsetnx(self._keyspace.sealed_keys, pair.address.lower(),
+                            self.envelope.seal(pair.private_key, address_context(pair.address)))
+                pipe.set(self._keyspace.hot_wallet, pair.address, nx=True)
+                pipe.execute()
+        # Two first callers racing: the one whose SET won is the hot wallet.
         return self._redis.get(self._keyspace.hot_wallet).decode()
 
-    def unseal(self, address: str) -> bytes:
-        """The private key of a managed address. Only the signer calls this."""
-        blob = self._redis.hget(self._keyspace.sealed_keys, address.lower())
-        if blob is None:
-            raise CustodyError(f"no key for address {address}")
-        return self._cipher.decrypt(blob, address.lower().encode())
+    # The seed is opened once per process and kept as the two account nodes: each address is
+    # then one BIP-32 step.
+    @cached_property
+    def _deposit_chain(self) -> ExtendedKey:
+        return external_chain(self.seeds.load(), DEPOSIT_ACCOUNT)
+
+    @cached_property
+    def _hot_wallet_chain(self) -> ExtendedKey:
+        return external_chain(self.seeds.load(), HOT_WALLET_ACCOUNT)

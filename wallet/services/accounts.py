@@ -1,4 +1,4 @@
-"""Creating deposit accounts: new keys, sealed, watched, and announced, in one atomic write."""
+"""Creating deposit accounts: new keys (derived or sealed), watched, and announced, in one atomic write."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import redis
 
-from wallet.custody.keys import new_key_pair
 from wallet.custody.vault import KeyVault
 from wallet.events import address_created_event, utc_now
 from wallet.outbox import Outbox
@@ -46,9 +45,9 @@ class AccountService:
         if done is not None:
             return CreatedAccounts(request_id, orjson.loads(done), created=False)
 
-        pairs = [new_key_pair() for _ in range(count)]
-        addresses = [p.address for p in pairs]
-        sealed = {p.address.lower(): self._vault.seal(p) for p in pairs}
+        keys = self._vault.issue(count)
+        addresses = [k.address for k in keys]
+        watched = [a.lower() for a in addresses]
         facts = orjson.dumps({"request_id": request_id, "created_at": utc_now().isoformat()})
         events = [
             address_created_event(self._chain_id, a, request_id, i, count, meta)
@@ -61,9 +60,9 @@ class AccountService:
             if earlier is not None:
                 return CreatedAccounts(request_id, orjson.loads(earlier), created=False)
             pipe.multi()
-            pipe.hset(self._keyspace.sealed_keys, mapping=sealed)
-            pipe.sadd(self._keyspace.watched, *sealed.keys())
-            pipe.hset(self._keyspace.accounts, mapping={a: facts for a in sealed})
+            self._vault.stage(pipe, keys)
+            pipe.sadd(self._keyspace.watched, *watched)
+            pipe.hset(self._keyspace.accounts, mapping={a: facts for a in watched})
             for event in events:
                 self._outbox.append(pipe, event)
             pipe.set(request_key, orjson.dumps(addresses), ex=REQUEST_MEMORY_SECONDS)

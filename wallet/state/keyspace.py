@@ -21,8 +21,23 @@ class Keyspace:
 
     @property
     def sealed_keys(self) -> str:
-        """HASH address -> AES-GCM blob of the private key."""
+        """HASH address -> envelope-sealed private key (random-key mode and a random hot wallet)."""
         return f"{self.prefix}:keys"
+
+    @property
+    def hd_seed(self) -> str:
+        """STRING: the HD wallet's seed, envelope-sealed."""
+        return f"{self.prefix}:keys:seed"
+
+    @property
+    def hd_next_index(self) -> str:
+        """STRING counter: the next deposit index m/44'/60'/0'/0/i to hand out."""
+        return f"{self.prefix}:keys:hd:next"
+
+    @property
+    def hd_index(self) -> str:
+        """HASH address -> HD index: all an HD address stores about its key."""
+        return f"{self.prefix}:keys:hd:index"
 
     @property
     def key_check(self) -> str:

@@ -1,0 +1,131 @@
+"""`wallet keys ...`: custody operations (status, backup, restore, master-key rotation)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from workers.devstack import Stack
+
+keys_app = typer.Typer(help="Key custody: status, seed backup/restore, master-key rotation.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="Dev stack state folder.")]
+DEFAULT_HOME = Path(".devstack")
+
+
+def _wiring(home: Path, *, with_master_key: bool):
+    """Settings from WALLET_*; with none given, the dev stack in `home` (its master key too, if asked)."""
+    from wallet.settings import Settings
+    from wallet.wiring import Wiring
+
+    if (home / "stack.json").exists() and "WALLET_REDIS_URL" not in os.environ:
+        stack = Stack.load_or_create(home)
+        for key, value in stack.client_env().items():
+            os.environ.setdefault(key, value)
+        if with_master_key and not ({"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"} & os.environ.keys()):
+            os.environ["WALLET_MASTER_KEY_FILE"] = str(stack.master_key_file)
+    return Wiring(Settings())
+
+
+def _fail(exc: Exception) -> None:
+    code = getattr(exc, "code", type(exc).__name__)
+    err.print(f"[red]error[/] {escape(f'[{code}] {exc}')}")
+    raise typer.Exit(2)
+
+
+@keys_app.command("status")
+def keys_status(home: HomeOption = DEFAULT_HOME) -> None:
+    """What the store holds (counts and key ids only: nothing secret)."""
+    from wallet.custody.envelope import sealed_by
+
+    w = _wiring(home, with_master_key=False)
+    r, ks = w.redis, w.keyspace
+    check, seed = r.get(ks.key_check), r.get(ks.hd_seed)
+    table = Table(show_header=False)
+    table.add_row("sealed by master key", sealed_by(check).hex() if check else "(not initialised)")
+    table.add_row("HD seed", f"present (sealed by {sealed_by(seed).hex()})" if seed else "none")
+    table.add_row("HD addresses", str(r.hlen(ks.hd_index)))
+    table.add_row("next HD index", (r.get(ks.hd_next_index) or b"0").decode())
+    table.add_row("random-key addresses", str(r.hlen(ks.sealed_keys)))
+    hot = r.get(ks.hot_wallet)
+    table.add_row("hot wallet", hot.decode() if hot else "(made on first use)")
+    console.print(table)
+
+
+@keys_app.command("export")
+def keys_export(
+    out: Annotated[Path, typer.Option("--out", help="Backup file to write (refuses to overwrite).")],
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Write the HD seed, still sealed by the master key, and how many indices were used."""
+    from wallet.custody.backup import export_seed
+    from wallet.errors import WalletError
+
+    w = _wiring(home, with_master_key=False)
+    try:
+        backup = export_seed(w.redis, w.keyspace)
+    except WalletError as exc:
+        _fail(exc)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(backup.model_dump_json(indent=2) + "\n")
+    console.print(f"exported the sealed seed ({backup.next_index} addresses used) to {out}; it opens only "
+                  f"with master key {backup.master_key_id}")
+
+
+@keys_app.command("import")
+def keys_import(
+    backup_file: Annotated[Path, typer.Argument(help="A file written by `wallet keys export`.")],
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Install a seed backup here (same master key) and watch its addresses again."""
+    from pydantic import ValidationError
+
+    from wallet.custody.backup import SeedBackup, import_seed
+    from wallet.errors import WalletError
+
+    w = _wiring(home, with_master_key=True)
+    try:
+        backup = SeedBackup.model_validate_json(backup_file.read_bytes())
+        addresses = import_seed(w.redis, w.keyspace, w.vault, backup)
+    except ValidationError as exc:
+        err.print(f"[red]error[/] [invalid_backup] {backup_file} is not a seed backup: {exc.error_count()} problems")
+        raise typer.Exit(2) from None
+    except WalletError as exc:
+        _fail(exc)
+    console.print(f"restored the seed: {len(addresses)} addresses watched again")
+    for a in addresses[:5]:
+        console.print(f"  {a}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    new_key_file: Annotated[Path, typer.Option(help="File with the new master key (64 hex chars).")],
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Re-wrap every sealed secret under a new master key; addresses do not change.
+
+    The old key is the one configured (WALLET_MASTER_KEY_FILE). Stop the key-holding worker first,
+    then start it with the new key. Safe to run again if interrupted.
+    """
+    from wallet.custody.envelope import Envelope
+    from wallet.custody.master_key import load_master_key
+    from wallet.custody.rotation import rotate_master_key
+    from wallet.errors import WalletError
+
+    w = _wiring(home, with_master_key=True)
+    try:
+        old = Envelope(load_master_key(w.settings.master_key, w.settings.master_key_file))
+        new = Envelope(load_master_key(None, new_key_file))
+        report = rotate_master_key(w.redis, w.keyspace, old, new)
+    except WalletError as exc:
+        _fail(exc)
+    console.print(f"re-wrapped {report.rewrapped} secrets ({report.already_new} already under the new key): "
+                  f"master key {report.old_key_id} -> {report.new_key_id}")
