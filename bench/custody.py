@@ -74,9 +74,9 @@ def system_rates(redis_url: str) -> dict[str, float]:
         w.vault.start()
         if mode == "hd":
             w.vault.issue(1)  # opens the seed once, as a running worker has
-        out[f"{mode}_vault_issue_per_s"] = rate(lambda: [w.vault.issue(BATCH) for _ in range(50)], 50 * BATCH)
+        out[f"{mode}_vault_issue_per_s"] = rate(lambda w=w: [w.vault.issue(BATCH) for _ in range(50)], 50 * BATCH)
         out[f"{mode}_account_create_per_s"] = rate(
-            lambda: [w.accounts.create(f"r{i}", count=BATCH) for i in range(50)], 50 * BATCH)  # noqa: B023
+            lambda w=w: [w.accounts.create(f"r{i}", count=BATCH) for i in range(50)], 50 * BATCH)
     return out
 
 
