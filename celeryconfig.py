@@ -35,7 +35,16 @@ task_routes = {
     # coordination worker that also runs the bridge.
     "tasks.blocks.schedule_blocks": {"queue": "scheduler"},
     "tasks.blocks.*": {"queue": "blocks"},
+    # Tracking and the sweep policy never sign: they read the chain and enqueue signing work.
+    "tasks.sending.track_transactions": {"queue": "scheduler"},
+    "tasks.sweeps.plan_sweeps": {"queue": "scheduler"},
+    "tasks.contracts.call_contract": {"queue": "celery"},
+    # Everything that signs goes to the key-holding worker.
+    "tasks.sending.*": {"queue": "keys"},
+    "tasks.contracts.*": {"queue": "keys"},
 }
+# Task modules beyond workers.app's `include` (outgoing transactions, sweeps, contracts).
+imports = ("tasks.sending", "tasks.sweeps", "tasks.contracts")
 
 # Flower shows what workers report.
 worker_send_task_events = True
@@ -48,6 +57,16 @@ beat_schedule = {
         "task": "tasks.blocks.schedule_blocks",
         "schedule": _settings.scan_interval_seconds,
         "options": {"expires": _settings.scan_interval_seconds},
+    },
+    "track-transactions": {
+        "task": "tasks.sending.track_transactions",
+        "schedule": _settings.send_track_interval_seconds,
+        "options": {"expires": _settings.send_track_interval_seconds},
+    },
+    "plan-sweeps": {
+        "task": "tasks.sweeps.plan_sweeps",
+        "schedule": _settings.sweep_interval_seconds,
+        "options": {"expires": _settings.sweep_interval_seconds},
     },
     # A watchdog: a relay that is already running holds the lock and this tick returns at once.
     "relay-outbox": {

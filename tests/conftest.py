@@ -28,6 +28,16 @@ TEST_ENV = {
     "WALLET_REQUIRED_CONFIRMATIONS": "2",
     "WALLET_SCAN_INTERVAL_SECONDS": "0.5",
     "WALLET_SCAN_STALE_SECONDS": "30",
+    # Outgoing: fast tracking; a transaction is replaced after 4 s unmined (tests mine on demand).
+    "WALLET_SEND_TRACK_INTERVAL_SECONDS": "0.5",
+    "WALLET_SEND_REPLACE_AFTER_SECONDS": "4",
+    "WALLET_SEND_REBROADCAST_AFTER_SECONDS": "3",
+    "WALLET_SEND_LOCK_SECONDS": "5",
+    # Sweeps on, with thresholds no other test's deposits reach (the sweep tests deposit more).
+    "WALLET_COLD_WALLET_ADDRESS": "0x00000000000000000000000000000000C01DC01D",
+    "WALLET_SWEEP_THRESHOLDS": '{"ETH": 500000000000000000000}',
+    "WALLET_SWEEP_DEFAULT_TOKEN_THRESHOLD": str(10**27),
+    "WALLET_SWEEP_INTERVAL_SECONDS": "1",
 }
 
 # Named now (the Celery app reads the stack's env at import), created only if a test starts it.
@@ -104,3 +114,20 @@ def new_address(celery_app):
         return address.lower()
 
     return make
+
+
+@pytest.fixture
+def hot_wallet(key_wiring, chain: Chain) -> str:
+    """The hot wallet's address, holding at least 1,000 ETH."""
+    address = key_wiring.signer.hot_wallet_address()
+    if chain.w3.eth.get_balance(address) < 1000 * 10**18:
+        chain.send_eth(address, 1000 * 10**18)
+    return address
+
+
+@pytest.fixture
+def fresh_account():
+    """A new address nobody has used: its balance is exactly what we pay it."""
+    from eth_account import Account
+
+    return lambda: Account.create().address

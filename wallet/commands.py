@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wallet.errors import (
     COMMAND_INVALID_FIELDS,
@@ -31,12 +31,60 @@ class CreateAccount(BaseModel):
     request_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-Command = Annotated[CreateAccount, Field(discriminator="type")]
-COMMAND_TYPES = ("create_account",)
-_command_adapter: TypeAdapter[CreateAccount] = TypeAdapter(CreateAccount)
+class _Outgoing(BaseModel):
+    """Fields every outgoing command has. Addresses and amounts are checked by wallet.sending."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+    from_address: str | None = Field(default=None, max_length=100)
 
 
-def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> CreateAccount:
+class SendTransaction(_Outgoing):
+    type: Literal["send_transaction"] = "send_transaction"
+    to: str = Field(max_length=100)
+    # Base units; a string of digits keeps amounts past 2**53 exact in JSON.
+    amount: int | str
+    asset: str = Field(default="ETH", max_length=100)  # "ETH" or a token contract address
+
+
+class DeployContract(_Outgoing):
+    type: Literal["deploy_contract"] = "deploy_contract"
+    abi: list[dict[str, Any]]
+    bytecode: str
+    args: list[Any] = Field(default_factory=list)
+    value: int | str = 0
+
+
+class _ContractFunction(_Outgoing):
+    contract: str = Field(max_length=100)
+    abi: list[dict[str, Any]]
+    function: str = Field(max_length=200)
+    args: list[Any] = Field(default_factory=list)
+
+
+class TransactContract(_ContractFunction):
+    type: Literal["transact_contract"] = "transact_contract"
+    value: int | str = 0
+
+
+class CallContract(_ContractFunction):
+    type: Literal["call_contract"] = "call_contract"
+    block: str = Field(default="latest", max_length=80)
+
+
+AnyCommand = CreateAccount | SendTransaction | DeployContract | TransactContract | CallContract
+Command = Annotated[AnyCommand, Field(discriminator="type")]
+COMMAND_TYPES = ("create_account", "send_transaction", "deploy_contract", "transact_contract", "call_contract")
+# One model per type: a field error's location is the field (["count"]), not the union's tag.
+_MODELS: dict[str, type[AnyCommand]] = {
+    "create_account": CreateAccount, "send_transaction": SendTransaction, "deploy_contract": DeployContract,
+    "transact_contract": TransactContract, "call_contract": CallContract,
+}
+
+
+def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> AnyCommand:
     """Turn the bytes of a `command` message into a validated command.
 
     Raises:
@@ -57,7 +105,7 @@ def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> Create
     return validate_command(data, max_batch_count=max_batch_count)
 
 
-def validate_command(data: dict[str, Any], *, max_batch_count: int) -> CreateAccount:
+def validate_command(data: dict[str, Any], *, max_batch_count: int) -> AnyCommand:
     kind = data.get("type")
     if kind not in COMMAND_TYPES:
         raise InvalidCommand(
@@ -66,14 +114,14 @@ def validate_command(data: dict[str, Any], *, max_batch_count: int) -> CreateAcc
             details={"type": kind if isinstance(kind, str | int | float | None) else repr(kind)},
         )
     try:
-        command = _command_adapter.validate_python(data)
+        command = _MODELS[kind].model_validate(data)
     except ValidationError as exc:
         raise InvalidCommand(
             COMMAND_INVALID_FIELDS,
             f"invalid {kind} command: {exc.error_count()} field error(s)",
             details={"errors": _field_errors(exc)},
         ) from None
-    if command.count > max_batch_count:
+    if isinstance(command, CreateAccount) and command.count > max_batch_count:
         raise InvalidCommand(
             COMMAND_INVALID_FIELDS,
             f"count {command.count} exceeds the batch limit {max_batch_count}",

@@ -95,3 +95,27 @@ class BlockNotFound(RetryableError):
     """The node does not (yet, or any more) have a block at that height."""
 
     code = "block_not_found"
+
+
+# Stable codes on `errors` for outgoing requests (sends, sweeps, contract deploys and calls) that
+# cannot be done: nothing was signed or broadcast for them.
+SEND_INVALID_ADDRESS = "invalid_address"
+SEND_INVALID_AMOUNT = "invalid_amount"
+SEND_UNKNOWN_TOKEN = "unknown_token"
+SEND_INSUFFICIENT_FUNDS = "insufficient_funds"
+SEND_EXECUTION_REVERTED = "execution_reverted"
+SEND_UNKNOWN_SENDER = "unknown_sender"
+SEND_IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+SEND_INVALID_CONTRACT_CALL = "invalid_contract_call"
+
+
+class SenderBusy(RetryableError):
+    """Another send from the same address holds its nonce lock for longer than we wait."""
+
+    code = "sender_busy"
+
+
+class BroadcastUncertain(RetryableError):
+    """The node did not say whether it took a signed transaction; the stored bytes are sent again."""
+
+    code = "broadcast_uncertain"

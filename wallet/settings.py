@@ -81,6 +81,27 @@ class Settings(BaseSettings):
     # Look for internal ETH transfers with the node's call tracer when it has one.
     trace_internal_transfers: bool = True
 
+    # ---- outgoing transactions
+    # Receipts are checked, and stuck transactions found, this often.
+    send_track_interval_seconds: float = Field(default=2.0, gt=0)
+    # A broadcast transaction not mined after this is replaced on the same nonce with higher fees.
+    send_replace_after_seconds: float = Field(default=180.0, gt=0)
+    # A signed transaction whose broadcast is not known to have succeeded is sent again after this.
+    send_rebroadcast_after_seconds: float = Field(default=15.0, gt=0)
+    # Replacement fees: at least this much above the previous attempt (nodes require >= 10%).
+    send_fee_bump_percent: int = Field(default=20, ge=10, le=500)
+    # The per-sender nonce lock's lease. The nonce slot itself is also checked in the write, so a
+    # lease that runs out never lets two requests take one nonce; it only costs a retry.
+    send_lock_seconds: float = Field(default=30.0, gt=0)
+
+    # ---- sweeps to the cold wallet (off while no cold wallet is set)
+    cold_wallet_address: str | None = None
+    # Base units per asset ("ETH" or a token address) at which confirmed deposits are swept.
+    sweep_thresholds: dict[str, int] = Field(default_factory=dict)
+    # Threshold of tokens not in sweep_thresholds; unset: only listed tokens are swept.
+    sweep_default_token_threshold: int | None = Field(default=None, gt=0)
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url

@@ -15,6 +15,11 @@ from wallet.custody.vault import KeyVault
 from wallet.deposits.scanner import DepositScanner
 from wallet.deposits.tokens import TokenDirectory
 from wallet.outbox import Outbox
+from wallet.sending.node import NodeGateway
+from wallet.sending.planner import Planner
+from wallet.sending.service import SendService, SendTiming
+from wallet.sending.sweeps import SweepConfig, SweepPolicy
+from wallet.sending.tracker import Tracker
 from wallet.services.accounts import AccountService
 from wallet.settings import Settings
 from wallet.state.keyspace import Keyspace
@@ -81,3 +86,34 @@ class Wiring:
     @cached_property
     def accounts(self) -> AccountService:
         return AccountService(self.redis, self.keyspace, self.vault, self.outbox, self.chain_id)
+
+    @cached_property
+    def node(self) -> NodeGateway:
+        """Node access for sending and tracking (one JSON-RPC session per thread)."""
+        return NodeGateway(self.settings.eth_rpc_url)
+
+    @cached_property
+    def sending(self) -> SendService:
+        """Signs and broadcasts: only the key-holding worker (`keys` queue) calls this."""
+        s = self.settings
+        return SendService(self.redis, self.keyspace, self.outbox, self.node, self.signer, self.chain_id,
+                           SendTiming(s.send_lock_seconds, s.send_fee_bump_percent,
+                                      s.send_rebroadcast_after_seconds, s.send_replace_after_seconds))
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        """Receipts and confirmations of sent transactions; holds no key."""
+        s = self.settings
+        return Tracker(self.redis, self.keyspace, self.outbox, self.node, self.chain_id,
+                       s.required_confirmations, s.send_replace_after_seconds)
+
+    @cached_property
+    def sweeps(self) -> SweepPolicy:
+        """The sweep policy: plans sweeps to the cold wallet; holds no key."""
+        s = self.settings
+        config = SweepConfig(s.cold_wallet_address, s.sweep_thresholds, s.sweep_default_token_threshold)
+        return SweepPolicy(self.redis, self.keyspace, self.outbox, self.sending_planner, self.chain_id, config)
+
+    @cached_property
+    def sending_planner(self) -> Planner:
+        return Planner(self.node)

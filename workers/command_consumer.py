@@ -17,7 +17,9 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
 from tasks.accounts import create_account
+from tasks.contracts import call_contract, deploy_contract, transact_contract
 from tasks.deps import wiring
+from tasks.sending import send_transaction
 from wallet.commands import meta_of, parse_command
 from wallet.errors import InvalidCommand
 from wallet.events import TOPIC_COMMAND
@@ -26,6 +28,11 @@ from wallet.services.rejections import reject_command
 from wallet.settings import Settings, get_settings
 
 log = logging.getLogger("workers.command_consumer")
+
+
+TASKS = {"create_account": create_account, "send_transaction": send_transaction,
+         "deploy_contract": deploy_contract, "transact_contract": transact_contract,
+         "call_contract": call_contract}
 
 
 def request_id_of(record: ConsumerRecord) -> str:
@@ -52,8 +59,9 @@ def handle(record: ConsumerRecord, settings: Settings) -> str:
         return exc.code
     request_id = command.request_id or request_id
     # task_id = request_id: a re-enqueued duplicate is the same task to Celery, Flower and the result.
-    create_account.apply_async(
-        kwargs={"meta": command.meta, "count": command.count, "request_id": request_id},
+    # Each command's fields (but its type) are the task's keyword arguments.
+    TASKS[command.type].apply_async(
+        kwargs={**command.model_dump(exclude={"type"}), "request_id": request_id},
         task_id=request_id,
     )
     return "enqueued"

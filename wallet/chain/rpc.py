@@ -166,6 +166,14 @@ class RpcClient:
             bundles.append(bundle)
         return bundles
 
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """Several calls in one HTTP request; each answer as the node sent it (`result` or `error`).
+
+        Errors are left to the caller: sending must tell `nonce too low` from a revert reason.
+        Raises ChainUnavailable / ChainDataInvalid for the transport and batch shape only.
+        """
+        return self._batch(calls) if calls else []
+
     def supports_tracing(self) -> bool:
         """Whether the node traces with callTracer: probed once (trace of the head block), cached."""
         if self.tracing_available is None:

@@ -118,3 +118,42 @@ class Keyspace:
         """Set while the node is unreachable: the outage is announced once, not once per retry."""
         return f"{self.prefix}:chain:outage"
 
+    # ---- outgoing transactions
+    def send(self, request_id: str) -> str:
+        """STRING: JSON record of one outgoing request: its signed attempts (raw bytes), status, result."""
+        return f"{self.prefix}:send:{request_id}"
+
+    def sender_nonces(self, address: str) -> str:
+        """HASH nonce -> request id: the nonces a sender's unfinished requests hold."""
+        return f"{self.prefix}:nonces:{address.lower()}"
+
+    def sender_lock(self, address: str) -> str:
+        return f"{self.prefix}:lock:sender:{address.lower()}"
+
+    @property
+    def sends_inflight(self) -> str:
+        """ZSET request id -> when the tracker should next act on it (rebroadcast or replace)."""
+        return f"{self.prefix}:sends:inflight"
+
+    @property
+    def tracker_lock(self) -> str:
+        return f"{self.prefix}:lock:tracker"
+
+    # ---- sweeps
+    def sweep(self, sweep_id: str) -> str:
+        """STRING: JSON of one sweep: the deposits that triggered it, its stage, its requests."""
+        return f"{self.prefix}:sweep:{sweep_id}"
+
+    @property
+    def sweeps_active(self) -> str:
+        """HASH "address|asset" -> sweep id: at most one sweep per address and asset at a time."""
+        return f"{self.prefix}:sweeps:active"
+
+    @property
+    def swept_deposits(self) -> str:
+        """SET of deposit ids already counted towards a sweep."""
+        return f"{self.prefix}:sweeps:deposits"
+
+    @property
+    def sweep_lock(self) -> str:
+        return f"{self.prefix}:lock:sweeps"

@@ -1,0 +1,117 @@
+"""Sending tasks. Signing ones run on the key-holding worker (`keys` queue); tracking does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import shared_task
+from celery.utils.log import get_task_logger
+
+from tasks.deps import wiring
+from tasks.locks import only_one
+from wallet.errors import InvalidCommand, RetryableError
+from wallet.sending.model import SendRequest
+from wallet.sending.service import SendOutcome
+from wallet.sending.validation import withdrawal_request
+from wallet.services.rejections import reject_command
+
+log = get_task_logger(__name__)
+
+# A send is retried until the node and Redis answer: its stored bytes make every retry harmless.
+SEND_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": (RetryableError, redis.ConnectionError, redis.TimeoutError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+
+
+def summary(outcome: SendOutcome | None) -> dict[str, Any]:
+    if outcome is None:
+        return {"status": "unknown"}
+    return {"request_id": outcome.request_id, "kind": outcome.kind, "status": outcome.status,
+            "from": outcome.sender, "tx_hash": outcome.tx_hash, "nonce": outcome.nonce,
+            "created": outcome.created, "code": outcome.code}
+
+
+def reject(request_id: str, exc: InvalidCommand, request: dict[str, Any], meta: Any, task_id: str | None) -> None:
+    """One `errors` event for a request that cannot be done (nothing was signed or broadcast)."""
+    w = wiring()
+    reject_command(w.redis, w.keyspace, w.outbox, w.chain_id, request_id=request_id, error=exc,
+                   request={k: _echo(v) for k, v in request.items()},
+                   meta=meta if isinstance(meta, dict) else {}, source={"celery_task_id": task_id})
+
+
+def _echo(value: Any) -> Any:
+    """A request field as it can travel in JSON: big ints (amounts) as strings, the odd rest as repr."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return str(value)
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)[:1024]
+
+
+def run_send(task_id: str | None, request: SendRequest, abi: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    try:
+        return summary(wiring().sending.send(request, abi))
+    except InvalidCommand as exc:
+        reject(request.request_id, exc, {"type": request.kind, **request.model_dump(exclude={"meta"})},
+               request.meta, task_id)
+        raise
+
+
+@shared_task(name="tasks.sending.send_transaction", **SEND_TASK_OPTIONS)
+def send_transaction(self, to: str, amount: int | str, asset: str = "ETH", from_address: str | None = None,
+                     request_id: str | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pay `amount` base units of `asset` ("ETH" or a token address) to `to`, from `from_address`
+    (a managed address) or the hot wallet.
+
+    `request_id` is the idempotency key: the same key never pays twice, whatever is retried.
+    Without one the task id is used, which a redelivered message keeps. Events on `transaction`:
+    `withdrawal.submitted`, `.confirmed`, `.failed`, `.replaced`; a request that cannot be done gets
+    one `command.rejected` on `errors` and fails the task.
+    """
+    request_id = request_id or self.request.id
+    echo = {"type": "send_transaction", "to": to, "amount": amount, "asset": asset,
+            "from_address": from_address, "request_id": request_id}
+    try:
+        request = withdrawal_request(request_id, to, amount, asset, from_address, meta)
+    except InvalidCommand as exc:
+        reject(request_id, exc, echo, meta, self.request.id)
+        raise
+    return run_send(self.request.id, request)
+
+
+@shared_task(name="tasks.sending.execute_request", **SEND_TASK_OPTIONS)
+def execute_request(self, request: dict[str, Any]) -> dict[str, Any]:
+    """A request built by the system itself (sweep steps, contract deploys and transactions)."""
+    return run_send(self.request.id, SendRequest.model_validate(request))
+
+
+@shared_task(name="tasks.sending.resume_send", **SEND_TASK_OPTIONS)
+def resume_send(self, request_id: str) -> dict[str, Any]:
+    """Broadcast the stored bytes of a request whose broadcast was never acknowledged."""
+    return summary(wiring().sending.resume(request_id))
+
+
+@shared_task(name="tasks.sending.replace_send", **SEND_TASK_OPTIONS)
+def replace_send(self, request_id: str) -> dict[str, Any]:
+    """Replace a transaction not mined in time: same nonce, higher fees."""
+    return summary(wiring().sending.replace(request_id))
+
+
+@shared_task(name="tasks.sending.track_transactions", ignore_result=True)
+def track_transactions() -> dict[str, Any]:
+    """Beat: confirm or fail what was mined K deep; hand stuck requests to the key worker."""
+    w = wiring()
+    with only_one(w.redis, w.keyspace.tracker_lock, timeout=60) as mine:
+        if not mine:
+            return {"ran": False}
+        result = w.tracker.tick()
+    for request_id in result.resume:
+        resume_send.delay(request_id)
+    for request_id in result.replace:
+        replace_send.delay(request_id)
+    return {"ran": True, "in_flight": result.in_flight, "confirmed": len(result.confirmed),
+            "failed": len(result.failed), "resumed": len(result.resume), "replaced": len(result.replace)}

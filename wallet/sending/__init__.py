@@ -1,0 +1,1 @@
+"""Outgoing transactions: withdrawals, sweeps, contract deploys and calls, never paid twice."""

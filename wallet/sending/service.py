@@ -1,0 +1,328 @@
+"""Sending: sign once, store before broadcast, rebroadcast the same bytes, never pay twice.
+
+Runs only in the key-holding worker: it is the one place that signs. Every public method takes the
+sender's nonce lock, so sends, retries and replacements of one address are serialised (other
+addresses go on in parallel).
+
+- `send(request)`: a new idempotency key is planned against the chain (validation that needs it:
+  known token, balance with gas, no revert), signed on the next free nonce, stored with its nonce
+  claim, then broadcast. A key already stored is not signed again: its stored bytes are rebroadcast
+  if the node has not acknowledged them yet.
+- `resume(request_id)`: broadcast a stored request again (after a crash between store and broadcast).
+- `replace(request_id)`: a transaction the chain has not mined in time is signed again on the same
+  nonce with higher fees; both are kept, only one can land.
+
+The node's refusals are classified (see node.Broadcast): `already known` is success; `nonce too
+low` and `replacement underpriced` are first checked against our own attempts (mined or pending:
+success) and only then taken to mean another transaction used the nonce, and the request is signed
+again on a free nonce; low fees are raised on the same nonce; the rest fail the request with the
+node's reason and release its nonce, so no gap remains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from wallet.custody.signer import Signer
+from wallet.errors import (
+    SEND_IDEMPOTENCY_CONFLICT,
+    SEND_UNKNOWN_SENDER,
+    BroadcastUncertain,
+    InvalidCommand,
+)
+from wallet.events import OutgoingEvent
+from wallet.outbox import Outbox
+from wallet.sending import fees as fee_policy
+from wallet.sending.model import (
+    STAGE_FAILED,
+    STAGE_REPLACED,
+    STAGE_SUBMITTED,
+    STATUS_FAILED,
+    STATUS_SIGNED,
+    STATUS_SUBMITTED,
+    Attempt,
+    Fees,
+    SendRecord,
+    SendRequest,
+    tx_event,
+)
+from wallet.sending.node import Broadcast, BroadcastResult, NodeGateway
+from wallet.sending.nonces import NonceBook
+from wallet.sending.planner import Planner, TxPlan, call_of
+from wallet.sending.store import NonceTaken, SendStore, now
+from wallet.state.keyspace import Keyspace
+
+# Rounds of "refused, fix, broadcast again" in one call before the task retries with backoff.
+MAX_BROADCAST_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    request_id: str
+    kind: str
+    status: str  # signed | submitted | confirmed | failed | rejected
+    sender: str | None
+    tx_hash: str | None
+    nonce: int | None
+    created: bool  # False when the request had been seen before (nothing new was signed)
+    code: str | None = None
+
+    @classmethod
+    def of(cls, record: SendRecord, created: bool) -> SendOutcome:
+        return cls(record.request.request_id, record.request.kind, record.status, record.sender,
+                   record.current.tx_hash, record.current.nonce, created,
+                   (record.result or {}).get("code"))
+
+
+@dataclass(frozen=True)
+class SendTiming:
+    lock_seconds: float
+    fee_bump_percent: int
+    rebroadcast_after_seconds: float
+    replace_after_seconds: float
+
+
+class SendService:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, outbox: Outbox, node: NodeGateway,
+                 signer: Signer, chain_id: int, timing: SendTiming) -> None:
+        self._redis = client
+        self._ks = keyspace
+        self._node = node
+        self._signer = signer
+        self._chain_id = chain_id
+        self._timing = timing
+        self.store = SendStore(client, keyspace, outbox)
+        self.nonces = NonceBook(client, keyspace, timing.lock_seconds)
+        self.planner = Planner(node)
+        self._hot_wallet: str | None = None
+
+    # ------------------------------------------------------------------ public
+    def hot_wallet(self) -> str:
+        if self._hot_wallet is None:
+            self._hot_wallet = self._signer.hot_wallet_address()
+        return self._hot_wallet
+
+    def send(self, request: SendRequest, abi: list[dict[str, Any]] | None = None) -> SendOutcome:
+        """Do `request` at most once per request id.
+
+        Raises:
+            InvalidCommand: the request cannot be done (nothing was signed); the caller reports it.
+            RetryableError: the node or the sender's lock was not available; retry the same request.
+        """
+        existing = self.store.load(request.request_id)
+        if existing is not None:
+            return self._again(existing, request)
+        rejected = self._rejected(request.request_id)
+        if rejected is not None:
+            return SendOutcome(request.request_id, request.kind, "rejected", request.sender, None, None,
+                               created=False, code=rejected)
+        sender = request.sender or self.hot_wallet()
+        if not self._is_ours(sender):
+            raise InvalidCommand(SEND_UNKNOWN_SENDER, f"{sender} is not an address this wallet holds a key for",
+                                 details={"sender": sender})
+        with self.nonces.lock(sender):
+            existing = self.store.load(request.request_id)
+            if existing is not None:
+                return self._again(existing, request, locked=True)
+            record, created = self._sign_new(request, sender, abi)
+            return SendOutcome.of(self._broadcast(record), created)
+
+    def prepare(self, request: SendRequest) -> SendOutcome:
+        """Sign and store without broadcasting: the state a send leaves when its process dies
+        between the two. `resume` (or the tracker, or a retried send) broadcasts it."""
+        sender = request.sender or self.hot_wallet()
+        with self.nonces.lock(sender):
+            record, created = self._sign_new(request, sender, None)
+            return SendOutcome.of(record, created)
+
+    def resume(self, request_id: str) -> SendOutcome | None:
+        """Broadcast a stored request whose broadcast was not acknowledged (its task died)."""
+        record = self.store.load(request_id)
+        if record is None or record.status != STATUS_SIGNED:
+            return SendOutcome.of(record, False) if record else None
+        with self.nonces.lock(record.sender):
+            record = self.store.load(request_id)
+            assert record is not None
+            return SendOutcome.of(self._broadcast(record), False)
+
+    def replace(self, request_id: str) -> SendOutcome | None:
+        """Sign the request again on its nonce with higher fees, unless one of its attempts is mined."""
+        record = self.store.load(request_id)
+        if record is None or record.status != STATUS_SUBMITTED:
+            return SendOutcome.of(record, False) if record else None
+        with self.nonces.lock(record.sender):
+            record = self.store.load(request_id)
+            assert record is not None
+            if record.status != STATUS_SUBMITTED or self._node.receipts(a.tx_hash for a in record.attempts):
+                return SendOutcome.of(record, False)  # mined: the tracker confirms it
+            fresh = self.planner.read(record.request, record.sender, value=0).fees
+            fees = fee_policy.bump(record.current.fees, fresh, self._timing.fee_bump_percent)
+            if record.request.sweep_all:
+                fees = fee_policy.exact(fees)
+            record = self._add_attempt(record, self._resign(record, record.current.nonce, fees))
+            return SendOutcome.of(self._broadcast(record), False)
+
+    # ------------------------------------------------------------------ signing
+    def _sign_new(self, request: SendRequest, sender: str, abi: list[dict[str, Any]] | None
+                  ) -> tuple[SendRecord, bool]:
+        plan = self.planner.plan(request, sender, abi)
+        for _ in range(MAX_BROADCAST_ROUNDS):
+            nonce = self.nonces.next_free(sender, plan.node_pending_nonce)
+            record = SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
+                                attempts=[self._sign(sender, plan, nonce)], created_at=now())
+            try:
+                # Stored before any broadcast: a crash from here on rebroadcasts these bytes.
+                if self.store.create(record, due_at=now() + self._timing.rebroadcast_after_seconds):
+                    return record, True
+            except NonceTaken:
+                continue  # a send whose lock lapsed took it first: the next free nonce
+            stored = self.store.load(request.request_id)
+            assert stored is not None
+            return stored, False
+        raise BroadcastUncertain(f"could not claim a free nonce for {sender}")
+
+    def _sign(self, sender: str, plan: TxPlan, nonce: int) -> Attempt:
+        signed = self._signer.sign_transaction(sender, plan.tx_dict(self._chain_id, nonce))
+        return Attempt(tx_hash=signed.tx_hash.lower(), raw="0x" + signed.raw.hex(), nonce=nonce, gas=plan.gas,
+                       value=plan.value, fees=plan.fees, signed_at=now())
+
+    def _resign(self, record: SendRecord, nonce: int, fees: Fees) -> Attempt:
+        """The current transaction again with another nonce or fees. An ETH sweep keeps value plus
+        gas cost equal to what it had, so it still leaves nothing behind."""
+        current = record.current
+        value = current.value
+        if record.request.sweep_all:
+            value = current.value + current.gas * current.fees.cap - current.gas * fees.cap
+        to, _, data = call_of(record.request)
+        plan = TxPlan(to=to, value=value, data=data, gas=current.gas, fees=fees, node_pending_nonce=nonce)
+        return self._sign(record.sender, plan, nonce)
+
+    def _add_attempt(self, record: SendRecord, attempt: Attempt) -> SendRecord:
+        def add(r: SendRecord) -> tuple[SendRecord, list[OutgoingEvent]]:
+            return r.model_copy(update={"attempts": [*r.attempts, attempt]}), []
+
+        updated = self.store.update(record.request.request_id, add)
+        assert updated is not None
+        return updated
+
+    # ------------------------------------------------------------------ broadcasting
+    def _broadcast(self, record: SendRecord) -> SendRecord:
+        for _ in range(MAX_BROADCAST_ROUNDS):
+            if not record.in_flight():
+                return record
+            attempt = record.current
+            result = self._node.send_raw(attempt.raw)
+            if result.outcome is Broadcast.ACCEPTED:
+                return self._accepted(record, attempt.tx_hash)
+            if result.outcome in (Broadcast.NONCE_TOO_LOW, Broadcast.NONCE_TAKEN):
+                ours = self._node.known(a.tx_hash for a in record.attempts)
+                if ours:
+                    # One of our own attempts holds the nonce (mined, or waiting): nothing is lost.
+                    latest = [a for a in record.attempts if a.tx_hash in ours][-1]
+                    return self._accepted(record, latest.tx_hash)
+                record = self._renonce(record, result)
+            elif result.outcome is Broadcast.FEE_TOO_LOW:
+                fresh = self.planner.read(record.request, record.sender, value=0).fees
+                fees = fee_policy.exact(fresh) if record.request.sweep_all else fresh
+                record = self._add_attempt(record, self._resign(
+                    record, attempt.nonce, fee_policy.bump(attempt.fees, fees, self._timing.fee_bump_percent)))
+            else:
+                return self._refused(record, result)
+        raise BroadcastUncertain(f"request {record.request.request_id}: the node kept refusing; retrying")
+
+    def _renonce(self, record: SendRecord, result: BroadcastResult) -> SendRecord:
+        """Another transaction took our nonce: none of our attempts can land any more, so signing
+        the request on a free nonce cannot pay it twice."""
+        try:
+            plan = self.planner.plan(record.request, record.sender)
+        except InvalidCommand as exc:
+            return self._fail(record, exc.code, f"{result.message}; then: {exc.message}")
+        for _ in range(MAX_BROADCAST_ROUNDS):
+            nonce = self.nonces.next_free(record.sender, plan.node_pending_nonce)
+            attempt = self._sign(record.sender, plan, nonce)
+
+            def move(r: SendRecord, attempt: Attempt = attempt) -> tuple[SendRecord, list[OutgoingEvent]]:
+                voided = [a.model_copy(update={"void": True}) for a in r.attempts]
+                return r.model_copy(update={"attempts": [*voided, attempt]}), []
+
+            try:
+                updated = self.store.update(record.request.request_id, move)
+            except NonceTaken:
+                continue
+            assert updated is not None
+            return updated
+        raise BroadcastUncertain(f"could not claim a free nonce for {record.sender}")
+
+    def _accepted(self, record: SendRecord, tx_hash: str) -> SendRecord:
+        """The node has `tx_hash`: announce it once (`submitted`, or `replaced` after the first)."""
+
+        def mark(r: SendRecord) -> tuple[SendRecord, list[OutgoingEvent]] | None:
+            index = next(i for i, a in enumerate(r.attempts) if a.tx_hash == tx_hash)
+            attempt = r.attempts[index]
+            if attempt.announced and r.status != STATUS_SIGNED:
+                return None
+            earlier = [a for a in r.attempts[:index] if a.announced]
+            attempts = list(r.attempts)
+            attempts[index] = attempt.model_copy(update={"announced": True})
+            updated = r.model_copy(update={"attempts": attempts, "status": STATUS_SUBMITTED, "submitted_at": now()})
+            event = (tx_event(self._chain_id, STAGE_REPLACED, updated, attempts[index],
+                              replaced_tx_hash=earlier[-1].tx_hash) if earlier
+                     else tx_event(self._chain_id, STAGE_SUBMITTED, updated, attempts[index]))
+            return updated, [event]
+
+        updated = self.store.update(record.request.request_id, mark,
+                                    due_at=now() + self._timing.replace_after_seconds)
+        assert updated is not None
+        return updated
+
+    def _refused(self, record: SendRecord, result: BroadcastResult) -> SendRecord:
+        if any(a.announced for a in record.attempts):
+            # A replacement refused while an earlier attempt is out there: that one may still land.
+            def drop(r: SendRecord) -> tuple[SendRecord, list[OutgoingEvent]]:
+                attempts = [a if a.announced else a.model_copy(update={"void": True}) for a in r.attempts]
+                return r.model_copy(update={"attempts": attempts}), []
+
+            updated = self.store.update(record.request.request_id, drop)
+            assert updated is not None
+            return updated
+        return self._fail(record, result.outcome.value, result.message)
+
+    def _fail(self, record: SendRecord, code: str, reason: str) -> SendRecord:
+        """Fail a request none of whose attempts reached the node: its nonce is released for reuse."""
+
+        def fail(r: SendRecord) -> tuple[SendRecord, list[OutgoingEvent]] | None:
+            if not r.in_flight():
+                return None
+            updated = r.model_copy(update={"status": STATUS_FAILED, "result": {"code": code, "reason": reason}})
+            return updated, [tx_event(self._chain_id, STAGE_FAILED, updated, code=code, reason=reason)]
+
+        updated = self.store.update(record.request.request_id, fail)
+        assert updated is not None
+        return updated
+
+    # ------------------------------------------------------------------ checks
+    def _again(self, existing: SendRecord, request: SendRequest, locked: bool = False) -> SendOutcome:
+        if existing.request.identity() != request.identity():
+            raise InvalidCommand(
+                SEND_IDEMPOTENCY_CONFLICT,
+                f"request id {request.request_id!r} was already used for a different request",
+                details={"request_id": request.request_id})
+        if existing.status != STATUS_SIGNED:
+            return SendOutcome.of(existing, False)
+        if locked:
+            return SendOutcome.of(self._broadcast(existing), False)
+        return self.resume(request.request_id) or SendOutcome.of(existing, False)
+
+    def _rejected(self, request_id: str) -> str | None:
+        """The code a request was rejected with before (it keeps that answer), if it was."""
+        marker = self._redis.get(self._ks.request(request_id))
+        if marker and marker.startswith(b'{"rejected"'):
+            return marker.split(b'"')[3].decode()
+        return None
+
+    def _is_ours(self, address: str) -> bool:
+        return address.lower() == self.hot_wallet().lower() or bool(
+            self._redis.sismember(self._ks.watched, address.lower()))
