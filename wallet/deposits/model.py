@@ -101,8 +101,10 @@ def deposit_event(chain_id: int, event_type: str, deposit: Deposit, token: Token
 
 
 def deposit_to_json(deposit: Deposit) -> dict[str, Any]:
-    return {k: getattr(deposit, k) for k in Deposit.__dataclass_fields__}
+    # The amount as a decimal string: orjson refuses ints past 64 bits (about 9.2 ETH in wei), and
+    # a block whose deposit cannot be stored would be retried, and fail, forever.
+    return {**{k: getattr(deposit, k) for k in Deposit.__dataclass_fields__}, "amount": str(deposit.amount)}
 
 
 def deposit_from_json(data: dict[str, Any]) -> Deposit:
-    return Deposit(**data)
+    return Deposit(**{**data, "amount": int(data["amount"])})
