@@ -600,3 +600,33 @@ def test_timeout_is_unavailable(fake_node) -> None:
 def test_display_url_hides_secrets() -> None:
     assert display_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
     assert display_url("https://user:pw@mainnet.infura.io/v3/SECRETKEY?x=1") == "https://mainnet.infura.io/..."
+
+
+def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(
+    anvil_url: str, client: RpcClient, scene: dict, fake_node
+) -> None:
+    """A node that needs time per call (a slow tracer, huge blocks) times out a big group: the
+    client halves it until the parts fit, instead of failing the same request on every retry."""
+    per_call = 0.1
+
+    def slow(body: bytes) -> tuple[int, bytes]:
+        calls = orjson.loads(body)
+        time.sleep(per_call * (len(calls) if isinstance(calls, list) else 1))
+        answer = requests.post(anvil_url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        return answer.status_code, answer.content
+
+    heights = list(range(1, 9))
+    assert client.head() >= 8
+    node = fake_node(slow)
+    # One height (2 calls) fits the timeout, the whole group does not.
+    with RpcClient(node.url, timeout=4 * per_call) as patient:
+        bundles = patient.fetch_blocks(heights, with_traces=False)
+    assert bundles == client.fetch_blocks(heights, with_traces=False)
+    sizes = [len(orjson.loads(body)) for body in node.seen]
+    assert sizes[0] == 2 * len(heights) and len(sizes) > 1
+
+    hopeless = fake_node(lambda body: (time.sleep(1), (200, b"[]"))[1])
+    with RpcClient(hopeless.url, timeout=0.2) as dead, pytest.raises(ChainUnavailable):
+        dead.fetch_blocks(heights, with_traces=False)
+    # Halved down to one height; when even that times out it gives up (the task retries later).
+    assert [len(orjson.loads(body)) // 2 for body in hopeless.seen] == [8, 4, 2, 1]

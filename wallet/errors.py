@@ -34,6 +34,10 @@ class ChainUnavailable(RetryableError):
     code = "chain_unavailable"
 
 
+class NodeTimedOut(ChainUnavailable):
+    """The node took longer than the client's timeout: it may be down, or the request too big."""
+
+
 class PublishFailed(RetryableError):
     code = "publish_failed"
 

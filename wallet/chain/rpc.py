@@ -27,7 +27,7 @@ import requests
 
 from wallet.chain import mappers
 from wallet.chain.model import BlockBundle, BlockRef
-from wallet.errors import BlockNotFound, ChainDataInvalid, ChainUnavailable
+from wallet.errors import BlockNotFound, ChainDataInvalid, ChainUnavailable, NodeTimedOut
 
 _CALL_TRACER = {"tracer": "callTracer"}
 
@@ -132,6 +132,17 @@ class RpcClient:
         wanted = _heights(heights)
         if not wanted:
             return []
+        try:
+            return self._fetch_batch(wanted, with_traces)
+        except NodeTimedOut:
+            if len(wanted) == 1:
+                raise
+        # Too much for one request within the timeout (a slow tracer, huge blocks): halve it
+        # rather than retrying the same request forever.
+        half = len(wanted) // 2
+        return self.fetch_blocks(wanted[:half], with_traces) + self.fetch_blocks(wanted[half:], with_traces)
+
+    def _fetch_batch(self, wanted: list[int], with_traces: bool) -> list[BlockBundle]:
         trace = with_traces and self.tracing_available is not False
         per = 3 if trace else 2
         calls: list[tuple[str, list[Any]]] = []
@@ -202,6 +213,9 @@ class RpcClient:
     def _post(self, payload: bytes) -> Any:
         try:
             response = self.session.post(self.url, data=payload, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise NodeTimedOut(f"node at {self.display_url} unreachable: {type(exc).__name__}",
+                               details={"url": self.display_url}) from None
         except requests.RequestException as exc:
             raise ChainUnavailable(f"node at {self.display_url} unreachable: {type(exc).__name__}",
                                    details={"url": self.display_url}) from None
