@@ -605,8 +605,9 @@ def test_display_url_hides_secrets() -> None:
 def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(
     anvil_url: str, client: RpcClient, scene: dict, fake_node
 ) -> None:
-    """A node that needs time per call (a slow tracer, huge blocks) times out a big group: the
-    client halves it until the parts fit, instead of failing the same request on every retry."""
+    """A node that needs more time per call than the client allows (a slow tracer, huge blocks)
+    times out a big group: the client halves it until the parts fit, instead of failing the same
+    request on every retry."""
     per_call = 0.1
 
     def slow(body: bytes) -> tuple[int, bytes]:
@@ -618,15 +619,22 @@ def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(
     heights = list(range(1, 9))
     assert client.head() >= 8
     node = fake_node(slow)
-    # One height (2 calls) fits the timeout, the whole group does not.
-    with RpcClient(node.url, timeout=4 * per_call) as patient:
+    # One height (2 calls) fits the timeout, the whole group does not (no per-call allowance here).
+    with RpcClient(node.url, timeout=4 * per_call, seconds_per_batched_call=0) as patient:
         bundles = patient.fetch_blocks(heights, with_traces=False)
     assert bundles == client.fetch_blocks(heights, with_traces=False)
     sizes = [len(orjson.loads(body)) for body in node.seen]
     assert sizes[0] == 2 * len(heights) and len(sizes) > 1
 
+    # With time per batched call (the default), the same slow node answers the group at once:
+    # no request abandoned halfway, no node work wasted.
+    node.seen.clear()
+    with RpcClient(node.url, timeout=4 * per_call, seconds_per_batched_call=2 * per_call) as allowing:
+        assert allowing.fetch_blocks(heights, with_traces=False) == bundles
+    assert [len(orjson.loads(body)) for body in node.seen] == [2 * len(heights)]
+
     hopeless = fake_node(lambda body: (time.sleep(1), (200, b"[]"))[1])
-    with RpcClient(hopeless.url, timeout=0.2) as dead, pytest.raises(ChainUnavailable):
+    with RpcClient(hopeless.url, timeout=0.2, seconds_per_batched_call=0) as dead, pytest.raises(ChainUnavailable):
         dead.fetch_blocks(heights, with_traces=False)
     # Halved down to one height; when even that times out it gives up (the task retries later).
     assert [len(orjson.loads(body)) // 2 for body in hopeless.seen] == [8, 4, 2, 1]

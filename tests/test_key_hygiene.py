@@ -88,9 +88,10 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
 
 
 def test_no_key_seed_mnemonic_or_master_key_in_anything_the_system_writes(
-    stack: Stack, celery_app, kafka: KafkaProbe, redis_client: redis.Redis, master_key: bytes, key_wiring
+    stack: Stack, celery_app, kafka: KafkaProbe, redis_client: redis.Redis, master_key: bytes, key_wiring, chain
 ) -> None:
     from tasks.accounts import create_account
+    from tasks.sending import send_transaction
 
     mark = uuid.uuid4().hex
     kafka.send("command", {"type": "create_account", "meta": {"hygiene": mark}, "count": 2})
@@ -99,6 +100,11 @@ def test_no_key_seed_mnemonic_or_master_key_in_anything_the_system_writes(
         "address.created", lambda e: e["meta"].get("hygiene") == mark, count=5)]
     addresses = set(by_task) | set(by_kafka)
     assert len(addresses) == 5
+    # Signing too: a withdrawal from a deposit address (its HD key) through the key worker.
+    chain.rpc("anvil_setBalance", [by_task[0], hex(10**18)])
+    sent = send_transaction.delay(to=chain.funder.address, amount="1000", from_address=by_task[0],
+                                  request_id=f"hygiene-{mark}", meta={"hygiene": mark}).get(timeout=60)
+    assert sent["status"] == "submitted"
     vault = key_wiring.vault
     hot = vault.hot_wallet_address()
     secrets = [vault.private_key_for(a) for a in [*addresses, hot]] + [vault.seeds.load(), master_key]
@@ -120,7 +126,8 @@ def test_no_key_seed_mnemonic_or_master_key_in_anything_the_system_writes(
     auth = (stack.config.flower_user, stack.config.flower_password)
     tasks = requests.get(f"{stack.flower_url}/api/tasks", auth=auth, timeout=10)
     assert tasks.status_code == 200
-    assert any(t.get("name") == "tasks.accounts.create_account" for t in tasks.json().values())
+    names = {t.get("name") for t in tasks.json().values()}
+    assert {"tasks.accounts.create_account", "tasks.sending.send_transaction"} <= names
     assert not scanner.leaks(tasks.content), "secret material in Flower's task API"
 
 
