@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import accounts, blocks, custody
+from bench import accounts, blocks, custody, sends
 
-BENCHES = {"accounts": accounts.main, "blocks": blocks.main, "custody": custody.main}
+BENCHES = {"accounts": accounts.main, "blocks": blocks.main, "custody": custody.main, "sends": sends.main}
 
 
 def main() -> None:

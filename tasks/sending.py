@@ -115,3 +115,10 @@ def track_transactions() -> dict[str, Any]:
         replace_send.delay(request_id)
     return {"ran": True, "in_flight": result.in_flight, "confirmed": len(result.confirmed),
             "failed": len(result.failed), "resumed": len(result.resume), "replaced": len(result.replace)}
+
+
+@shared_task(name="tasks.sending.hot_wallet_address")
+def hot_wallet_address() -> str:
+    """The hot wallet's address (made on first use), for funding it: on the key worker, the only
+    process that can make one."""
+    return wiring().sending.hot_wallet()

@@ -119,6 +119,46 @@ def _demo(stack: Stack) -> None:
     console.print(f"demo: read back from [bold]{TOPIC_ADDRESS_CREATED}[/] "
                   f"after {time.monotonic() - started:.2f}s:")
     console.print(JSON.from_data(event))
+    _demo_token(stack, event["payload"]["address"])
+
+
+def _demo_token(stack: Stack, deposit_address: str) -> None:
+    """The sample ERC-20: deployed by the hot wallet, then paid to the demo's new address, both as
+    commands on Kafka. The hot wallet is given dev-chain ETH first (anvil_setBalance)."""
+    from web3 import HTTPProvider, Web3
+
+    from tasks.sending import hot_wallet_address
+    from wallet.contracts import load_artifact
+    from wallet.events import TOPIC_COMMAND, TOPIC_TRANSACTION
+
+    settings = _settings()
+    w3 = Web3(HTTPProvider(stack.rpc_url))
+    hot = hot_wallet_address.delay().get(timeout=30)
+    w3.provider.make_request("anvil_setBalance", [hot, hex(100 * 10**18)])
+    artifact = load_artifact("SampleToken")
+    deploy_id = f"demo-deploy-{uuid.uuid4().hex[:8]}"
+    _produce(settings, TOPIC_COMMAND, json.dumps({
+        "type": "deploy_contract", "abi": artifact["abi"], "bytecode": artifact["bytecode"],
+        "args": ["Demo Token", "DEMO", 6, 10**12], "request_id": deploy_id, "meta": {"demo": True}}).encode())
+    deployed = _first_matching(settings, TOPIC_TRANSACTION,
+                               lambda e: e["payload"].get("request_id") == deploy_id, timeout=30)
+    if deployed is None:
+        console.print("[red]demo: the sample token was not deployed within 30 s[/]")
+        raise typer.Exit(1)
+    token = w3.eth.wait_for_transaction_receipt(deployed["payload"]["tx_hash"], timeout=30)["contractAddress"]
+    console.print(f"demo: SampleToken deployed by the hot wallet {hot} at [bold]{token}[/]")
+    send_id = f"demo-send-{uuid.uuid4().hex[:8]}"
+    command = {"type": "send_transaction", "to": deposit_address, "amount": "1500000", "asset": token,
+               "request_id": send_id, "meta": {"demo": True}}
+    console.print(f"demo: sending on [bold]{TOPIC_COMMAND}[/]: {json.dumps(command)}")
+    _produce(settings, TOPIC_COMMAND, json.dumps(command).encode())
+    sent = _first_matching(settings, TOPIC_TRANSACTION,
+                           lambda e: e["payload"].get("request_id") == send_id, timeout=30)
+    if sent is None:
+        console.print("[red]demo: no withdrawal event within 30 s[/]")
+        raise typer.Exit(1)
+    console.print(f"demo: read back from [bold]{TOPIC_TRANSACTION}[/]:")
+    console.print(JSON.from_data(sent))
 
 
 @stack_app.command("down")
@@ -185,6 +225,36 @@ def account_create(
             raise typer.Exit(1)
     else:
         raise typer.BadParameter("--via is kafka or celery")
+
+
+# ---------------------------------------------------------------- sending
+@app.command("send")
+def send(
+    to: Annotated[str, typer.Argument(help="Recipient address.")],
+    amount: Annotated[str, typer.Argument(help="Base units (wei, or the token's smallest unit).")],
+    asset: Annotated[str, typer.Option(help='"ETH" or a token contract address.')] = "ETH",
+    from_address: Annotated[str | None, typer.Option("--from", help="A managed address; default: the hot wallet.")]
+    = None,
+    request_id: Annotated[str | None, typer.Option(help="Idempotency key: the same key never pays twice.")] = None,
+    meta: Annotated[str, typer.Option(help="JSON object echoed back in the events.")] = "{}",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the broadcast.")] = 30.0,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Send ETH or an ERC-20 token (signed by the key worker); prints the transaction."""
+    _use_stack_env(home)
+    try:
+        meta_obj = json.loads(meta)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+    from tasks.sending import send_transaction
+
+    try:
+        result = send_transaction.delay(to=to, amount=amount, asset=asset, from_address=from_address,
+                                        request_id=request_id or f"cli-{uuid.uuid4()}", meta=meta_obj).get(timeout=wait)
+    except Exception as exc:  # noqa: BLE001 - the task's error, shown as is (its code is on `errors`)
+        console.print(f"[red]not sent:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(JSON.from_data(result))
 
 
 # ---------------------------------------------------------------- scanning
