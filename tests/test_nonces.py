@@ -14,8 +14,10 @@ import pytest
 from web3 import Web3
 
 from tests.chain_helpers import Chain
+from tests.kafka_probe import KafkaProbe
 from wallet.sending.node import Broadcast
 from wallet.sending.validation import withdrawal_request
+from workers.devstack import wait_for
 
 K = 2
 
@@ -145,5 +147,33 @@ def test_refused_broadcast_releases_its_nonce_and_the_next_send_fills_it(
     third = service.send(withdrawal_request(rid(), fresh_account(), 10**15, sender=sender))
     assert third.nonce == second.nonce and third.status == "submitted"
     chain.mine(K)
+    assert chain.w3.eth.get_transaction_count(sender) == chain.w3.eth.get_transaction_count(sender, "pending") \
+        == third.nonce + 1
+
+
+def test_a_gap_left_by_a_refused_send_is_filled_so_later_ones_are_mined(
+    key_wiring, chain: Chain, kafka: KafkaProbe, funded_sender, fresh_account
+) -> None:
+    """The send on nonce n+1 is refused for funds after n+2 was taken: n+2 waits in the node's
+    queue behind the gap. When it is overdue, the key worker fills n+1 and n+2 is mined."""
+    sender = funded_sender(10**17)
+    service = key_wiring.sending
+    first = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
+    second = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
+    to = fresh_account()
+    third = service.prepare(withdrawal_request(rid(), to, 10**15, sender=sender))
+    assert service.resume(first.request_id).status == "submitted"
+    assert service.resume(second.request_id).status == "failed"
+    assert service.resume(third.request_id).status == "submitted"
+    assert chain.w3.eth.get_transaction_count(sender, "pending") == second.nonce  # stuck behind the gap
+
+    def mined() -> bool:
+        chain.mine(1)
+        return chain.w3.eth.get_balance(to) == 10**15
+
+    wait_for(mined, 60, "the send behind the gap to be mined", interval=0.5)
+    [filled] = kafka.events("transaction", lambda e: e["type"] == "nonce.gap_filled"
+                            and e["payload"]["from"] == sender.lower())
+    assert filled["payload"]["nonce"] == second.nonce
     assert chain.w3.eth.get_transaction_count(sender) == chain.w3.eth.get_transaction_count(sender, "pending") \
         == third.nonce + 1

@@ -175,3 +175,19 @@ def tx_event(chain_id: int, stage: str, record: SendRecord, attempt: Attempt | N
 
 def _text(value: int | None) -> str | None:
     return None if value is None else str(value)
+
+
+EVENT_NONCE_GAP_FILLED = "nonce.gap_filled"
+
+
+def gap_filled_event(chain_id: int, sender: str, nonce: int, tx_hash: str, node_answer: str) -> OutgoingEvent:
+    """A sender's nonce that no request held any more was used by a 0-value transfer to itself,
+    so its later transactions could be mined."""
+    envelope = Envelope(
+        event_id=event_id_for(chain_id, EVENT_NONCE_GAP_FILLED, sender.lower(), nonce, tx_hash),
+        type=EVENT_NONCE_GAP_FILLED,
+        chain_id=chain_id,
+        occurred_at=utc_now(),
+        payload={"from": sender.lower(), "nonce": nonce, "tx_hash": tx_hash, "node_answer": node_answer},
+    )
+    return OutgoingEvent(topic=TOPIC_TRANSACTION, key=sender.lower(), envelope=envelope)

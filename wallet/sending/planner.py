@@ -67,6 +67,7 @@ class NodeView:
     """What one batch told us about the sender and the transaction."""
 
     pending_nonce: int
+    mined_nonce: int  # transactions of the sender in blocks: every lower nonce is used
     balance: int
     fees: Fees
     estimate: int | None
@@ -92,21 +93,23 @@ class Planner:
             ("eth_maxPriorityFeePerGas", []),
             ("eth_gasPrice", []),
             ("eth_estimateGas", [estimate_tx]),
+            ("eth_getTransactionCount", [sender, "latest"]),
         ]
         if request.asset != ETH:
             calls += [("eth_getCode", [request.asset, "latest"]),
                       ("eth_call", [erc20_balance_call(request.asset, sender), "latest"])]
         items = self._node.batch(calls)
-        nonce, balance, history, tip, price, estimate = items[:6]
+        nonce, balance, history, tip, price, estimate, mined = items[:7]
         view_fees = fee_policy.suggest(
             history.get("result"), _quantity_or_none(tip), _quantity_or_none(price))
         token_code = token_balance = None
         if request.asset != ETH:
-            token_code = items[6].get("result")
-            raw = items[7].get("result")
+            token_code = items[7].get("result")
+            raw = items[8].get("result")
             token_balance = int(raw, 16) if isinstance(raw, str) and len(raw) >= 66 else None
         return NodeView(
-            pending_nonce=_quantity(nonce, "eth_getTransactionCount"), balance=_quantity(balance, "eth_getBalance"),
+            pending_nonce=_quantity(nonce, "eth_getTransactionCount"),
+            mined_nonce=_quantity(mined, "eth_getTransactionCount"), balance=_quantity(balance, "eth_getBalance"),
             fees=view_fees, estimate=_quantity_or_none(estimate), estimate_error=estimate.get("error"),
             token_code=token_code, token_balance=token_balance,
         )

@@ -47,6 +47,7 @@ from wallet.sending.model import (
     Fees,
     SendRecord,
     SendRequest,
+    gap_filled_event,
     tx_event,
 )
 from wallet.sending.node import Broadcast, BroadcastResult, NodeGateway
@@ -94,6 +95,7 @@ class SendService:
         self._signer = signer
         self._chain_id = chain_id
         self._timing = timing
+        self._outbox = outbox
         self.store = SendStore(client, keyspace, outbox)
         self.nonces = NonceBook(client, keyspace, timing.lock_seconds)
         self.planner = Planner(node)
@@ -158,12 +160,30 @@ class SendService:
             assert record is not None
             if record.status != STATUS_SUBMITTED or self._node.receipts(a.tx_hash for a in record.attempts):
                 return SendOutcome.of(record, False)  # mined: the tracker confirms it
-            fresh = self.planner.read(record.request, record.sender, value=0).fees
-            fees = fee_policy.bump(record.current.fees, fresh, self._timing.fee_bump_percent)
+            view = self.planner.read(record.request, record.sender, value=0)
+            gaps = [n for n in range(view.mined_nonce, record.nonce) if n not in self.nonces.held(record.sender)]
+            if gaps:
+                # Not stuck on fees: a lower nonce nobody holds any more (its send was refused)
+                # keeps it queued. Fill the gap and it can be mined as it is.
+                for nonce in gaps:
+                    self._fill_gap(record.sender, nonce, view.fees)
+                return SendOutcome.of(record, False)
+            fees = fee_policy.bump(record.current.fees, view.fees, self._timing.fee_bump_percent)
             if record.request.sweep_all:
                 fees = fee_policy.exact(fees)
             record = self._add_attempt(record, self._resign(record, record.current.nonce, fees))
             return SendOutcome.of(self._broadcast(record), False)
+
+    def _fill_gap(self, sender: str, nonce: int, fees: Fees) -> None:
+        """A 0-value transfer to itself on `nonce`, so the sender's later transactions can be mined."""
+        tx = {"chainId": self._chain_id, "nonce": nonce, "gas": 21000, "to": sender, "value": 0, "data": "0x",
+              **fees.tx_fields()}
+        signed = self._signer.sign_transaction(sender, tx)
+        answer = self._node.send_raw("0x" + signed.raw.hex())
+        event = gap_filled_event(self._chain_id, sender, nonce, signed.tx_hash.lower(), answer.outcome.value)
+        pipe = self._redis.pipeline(transaction=True)
+        self._outbox.append(pipe, event)
+        pipe.execute()
 
     # ------------------------------------------------------------------ signing
     def _sign_new(self, request: SendRequest, sender: str, abi: list[dict[str, Any]] | None
