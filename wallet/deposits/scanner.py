@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import orjson
 import redis
@@ -91,28 +93,36 @@ class DepositScanner:
         return result
 
     def process_blocks(self, heights: list[int]) -> list[BlockResult]:
-        """Scan several heights, recording each block on its own. Catching up is bound by round
-        trips to the node, not by recording: the group is fetched as concurrent JSON-RPC batches."""
+        """Scan several heights, recording each block on its own. Catching up is bound by the
+        node, so the node is kept busy: the group is fetched in chunks, `fetch_parallelism` of them
+        in flight while the blocks already fetched are recorded."""
         with_traces = self._trace and self._rpc.supports_tracing()
         results = []
-        for bundle in self._fetch(sorted(set(heights)), with_traces):
-            # One writer per height: a redelivered duplicate waits, then finds the work done.
-            with self._redis.lock(f"{self._ks.prefix}:lock:block:{bundle.number}", timeout=120,
-                                  blocking_timeout=130):
-                results.append(self._record(bundle))
+        for bundles in self._fetch_ahead(sorted(set(heights)), with_traces):
+            for bundle in bundles:
+                # One writer per height: a redelivered duplicate waits, then finds the work done.
+                with self._redis.lock(f"{self._ks.prefix}:lock:block:{bundle.number}", timeout=120,
+                                      blocking_timeout=130):
+                    results.append(self._record(bundle))
         return results
 
-    def _fetch(self, heights: list[int], with_traces: bool) -> list[BlockBundle]:
-        parts = [heights[i::self._fetch_parallelism] for i in range(self._fetch_parallelism)]
-        parts = [p for p in parts if p]
-        if len(parts) == 1:
-            return self._rpc.fetch_blocks(heights, with_traces=with_traces)
+    def _fetch_ahead(self, heights: list[int], with_traces: bool) -> Iterator[list[BlockBundle]]:
+        """The blocks of `heights` in height order, chunk by chunk, fetching ahead (profiled:
+        fetch-then-record left the node idle a third of the time while both workers recorded)."""
+        if self._fetch_parallelism == 1 or len(heights) == 1:
+            yield self._rpc.fetch_blocks(heights, with_traces=with_traces)
+            return
+        size = -(-len(heights) // (2 * self._fetch_parallelism))
+        chunks_left = iter([heights[i : i + size] for i in range(0, len(heights), size)])
         pool = self._fetch_pool()
-        futures = [pool.submit(self._fetch_in_pool, part, with_traces) for part in parts[1:]]
-        bundles = self._rpc.fetch_blocks(parts[0], with_traces=with_traces)
-        for future in futures:
-            bundles.extend(future.result())
-        return sorted(bundles, key=lambda b: b.number)
+        in_flight = deque(pool.submit(self._fetch_in_pool, chunk, with_traces)
+                          for chunk in islice(chunks_left, self._fetch_parallelism))
+        while in_flight:
+            bundles = in_flight.popleft().result()
+            following = next(chunks_left, None)
+            if following is not None:
+                in_flight.append(pool.submit(self._fetch_in_pool, following, with_traces))
+            yield bundles
 
     def _fetch_in_pool(self, heights: list[int], with_traces: bool) -> list[BlockBundle]:
         # One client per thread: a requests.Session is not made to be shared between threads.
@@ -124,7 +134,7 @@ class DepositScanner:
 
     def _fetch_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._fetch_parallelism - 1,
+            self._pool = ThreadPoolExecutor(max_workers=self._fetch_parallelism,
                                             thread_name_prefix="block-fetch")
         return self._pool
 
