@@ -45,6 +45,13 @@ def _use_stack_env(home: Path) -> None:
             os.environ.setdefault(key, value)
 
 
+def _meta_option(meta: str) -> Any:
+    try:
+        return json.loads(meta)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+
+
 def _settings():
     from wallet.settings import Settings
 
@@ -202,10 +209,7 @@ def account_create(
 ) -> None:
     """Create deposit addresses and print them."""
     _use_stack_env(home)
-    try:
-        meta_obj = json.loads(meta)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+    meta_obj = _meta_option(meta)
     if via == "celery":
         from tasks.accounts import create_account
 
@@ -242,10 +246,7 @@ def send(
 ) -> None:
     """Send ETH or an ERC-20 token (signed by the key worker); prints the transaction."""
     _use_stack_env(home)
-    try:
-        meta_obj = json.loads(meta)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+    meta_obj = _meta_option(meta)
     from tasks.sending import send_transaction
 
     try:
