@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from web3 import Web3
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
@@ -82,3 +83,31 @@ def test_bad_arguments_and_reverting_calls_are_errors(celery_app, chain: Chain, 
     [reverted] = by_request(kafka, revert_id, "command.rejected", topic="errors")
     assert reverted["payload"]["code"] == "execution_reverted"
     assert reverted["payload"]["details"]["reason"] == "Reverter: always reverts"
+
+
+
+def test_a_transaction_reverted_on_chain_fails_with_its_reason(
+    celery_app, chain: Chain, kafka: KafkaProbe, hot_wallet: str, fresh_account
+) -> None:
+    """A transfer that passed its gas estimate, then lost its balance before it was mined (the
+    token balance is zeroed in storage while it waits in the mempool): it reverts on chain."""
+    from tasks.contracts import transact_contract
+
+    token = chain.deploy("SampleToken", "Demo", "DEMO", 6, 10**12)
+    chain.transact(token.functions.transfer(hot_wallet, 100))
+    # balanceOf is the mapping at storage slot 3 (name, symbol, totalSupply come first).
+    slot = Web3.solidity_keccak(["uint256", "uint256"], [int(hot_wallet, 16), 3])
+    assert int(chain.rpc("eth_getStorageAt", [token.address, slot.to_0x_hex(), "latest"]), 16) == 100
+    request_id = f"revert-on-chain-{uuid.uuid4().hex}"
+    chain.rpc("anvil_setAutomine", [False])
+    try:
+        transact_contract.delay(token.address, TOKEN["abi"], "transfer", [fresh_account(), 60],
+                                request_id=request_id, meta={"m": 2}).get(timeout=30)
+        chain.rpc("anvil_setStorageAt", [token.address, slot.to_0x_hex(), "0x" + "00" * 32])
+    finally:
+        chain.rpc("anvil_setAutomine", [True])
+    chain.mine(K + 1)
+    [failed] = by_request(kafka, request_id, "contract.transact.failed")
+    assert failed["meta"] == {"m": 2} and failed["payload"]["code"] == "reverted"
+    assert failed["payload"]["reason"] == "InsufficientBalance(available=0, required=60)"
+    assert failed["payload"]["gas_used"] > 21000 and failed["payload"]["block_number"]

@@ -41,7 +41,8 @@ def deploy_request(request_id: str, abi: list[dict[str, Any]], bytecode: str, ar
     except Exception as exc:  # noqa: BLE001 - web3 raises many types for bad ABI/arguments
         raise _bad("cannot encode the constructor call", exc) from None
     return SendRequest(kind=KIND_DEPLOY, request_id=request_id, sender=_sender(sender), to=None,
-                       amount=amount(value, "value", allow_zero=True), data=data, meta=meta or {})
+                       amount=amount(value, "value", allow_zero=True), data=data, meta=meta or {},
+                       error_abi=error_entries(abi))
 
 
 def transact_request(request_id: str, contract: str, abi: list[dict[str, Any]], function: str,
@@ -51,7 +52,11 @@ def transact_request(request_id: str, contract: str, abi: list[dict[str, Any]], 
     data = encode_call(contract, abi, function, args)
     return SendRequest(kind=KIND_TRANSACT, request_id=request_id, sender=_sender(sender),
                        to=address(contract, "contract"), amount=amount(value, "value", allow_zero=True),
-                       data=data, meta=meta or {})
+                       data=data, meta=meta or {}, error_abi=error_entries(abi))
+
+
+def error_entries(abi: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item for item in abi if isinstance(item, dict) and item.get("type") == "error"]
 
 
 def encode_call(contract: str, abi: list[dict[str, Any]], function: str, args: list[Any]) -> str:

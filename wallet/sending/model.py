@@ -53,6 +53,8 @@ class SendRequest(BaseModel):
     data: str = "0x"  # call data (contract deploys and transactions)
     # ETH sweeps: send everything but the exact gas cost, worked out at signing.
     sweep_all: bool = False
+    # The contract's custom errors (ABI entries), so a revert found after mining can be named.
+    error_abi: list[dict[str, Any]] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:

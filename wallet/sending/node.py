@@ -123,6 +123,16 @@ class NodeGateway:
         items = self.rpc.batch([("eth_getTransactionByHash", [h]) for h in wanted])
         return {h for h, item in zip(wanted, items, strict=True) if item.get("result")}
 
+    def revert_output(self, tx_hash: str) -> str | None:
+        """The revert data of a mined, reverted transaction, from the node's call tracer; None when
+        the node does not trace (the caller replays the call instead)."""
+        [item] = self.rpc.batch([("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}])])
+        result = item.get("result")
+        if not isinstance(result, dict) or not result.get("error"):
+            return None
+        output = result.get("output")
+        return output if isinstance(output, str) and output.startswith("0x") else None
+
     def call(self, tx: dict[str, Any], block: str = "latest") -> dict[str, Any]:
         """eth_call; the answer as the node sent it (`result` or an `error` with revert data)."""
         [item] = self.rpc.batch([("eth_call", [tx, block])])

@@ -108,16 +108,19 @@ class Tracker:
         self.store.update(record.request.request_id, finish)
 
     def _revert_reason(self, record: SendRecord, value: int, receipt: Receipt) -> str:
-        """Replays the call on the state before its block (close enough: earlier transactions of the
-        same block are not replayed) for the revert data."""
+        """The revert output as the node's tracer saw it; else the call replayed on the state after
+        its block (the transaction's own changes were rolled back; later ones of the block are in)."""
+        abi = record.request.error_abi
+        output = self._node.revert_output(receipt.tx_hash)
+        if output is not None:
+            return revert.reason(output, abi)
         to, _, data = call_of(record.request)
         call: dict[str, Any] = {"from": record.sender, "value": hex(value), "data": data,
                                 "gas": hex(record.current.gas)}
         if to is not None:
             call["to"] = to
-        answer = self._node.call(call, hex(max(receipt.block_number - 1, 0)))
+        answer = self._node.call(call, hex(receipt.block_number))
         error = answer.get("error")
         if error is None:
-            return "reverted (the replay did not revert)"
-        return revert.reason(revert.revert_data(error), None, str(error.get("message", "")))
-
+            return "reverted (a replay did not revert: the state it depended on has changed)"
+        return revert.reason(revert.revert_data(error), abi, str(error.get("message", "")))
