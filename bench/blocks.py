@@ -15,7 +15,8 @@ One run, one stack (real Redis, Tansu, Anvil, Celery worker `-c 2`, bridge, beat
 7. Optional: the same system scan of TRACED_BLOCKS blocks with the call tracer on.
 
 Env overrides for quick runs: BENCH_BLOCKS, BENCH_TXS, BENCH_WATCHED, BENCH_LATENCY_SAMPLES,
-BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_SEED.
+BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_SEED; BENCH_WALLET_X=v sets WALLET_X=v for the
+system's processes.
 """
 
 from __future__ import annotations
@@ -791,6 +792,8 @@ def main() -> None:
                 "WALLET_TRACE_INTERNAL_TRANSFERS": "false",
                 "WALLET_SCAN_MAX_NEW_PER_TICK": "2000",
                 "WALLET_SCAN_INTERVAL_SECONDS": "0.25",
+                # Experiments: BENCH_WALLET_SCAN_FETCH_PARALLELISM=3 sets WALLET_SCAN_FETCH_PARALLELISM.
+                **{k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith("BENCH_WALLET_")},
             }
         )
         listener = DepositListener(stack.kafka_bootstrap)
