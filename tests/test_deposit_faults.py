@@ -37,7 +37,11 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     new_address, celery_app,
 ) -> None:
     to = new_address()
-    height = chain.head() + 1
+    # No backlog first: a height scanned together with earlier ones goes to process_blocks, and
+    # this test waits for the single-height task the tip gets.
+    head = chain.head()
+    wait_for(lambda: int(redis_client.get(f"{PREFIX}:blocks:watermark") or -1) >= head, 60, "the scanner at the head")
+    height = head + 1
     # Holding the block's lock parks the worker inside process_block(height), after its fetch.
     block_lock = redis_client.lock(f"{PREFIX}:lock:block:{height}", timeout=120)
     assert block_lock.acquire(blocking=False)

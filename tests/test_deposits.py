@@ -174,3 +174,21 @@ def test_stored_block_hashes_stay_bounded_on_a_quiet_chain(
     # Only the re-check window (K + margin 16) and what the watermark has not passed are kept.
     wait_for(lambda: min(int(h) for h in redis_client.hkeys("wtest:blocks:hash")) >= head - K - 16 - 1,
              30, "old block hashes to be forgotten")
+
+
+def test_gas_top_ups_from_the_hot_wallet_are_not_deposits(
+    chain: Chain, kafka: KafkaProbe, new_address, key_wiring
+) -> None:
+    to = new_address()
+    hot = key_wiring.signer.hot_wallet_address()
+    chain.rpc("anvil_setBalance", [hot, hex(10**18)])
+    w3 = chain.w3
+    top_up = key_wiring.signer.sign_transaction(hot, {
+        "chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(hot, "pending"), "gas": 21_000,
+        "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "to": Web3.to_checksum_address(to), "value": 777})
+    assert chain.send_raw(top_up.raw)["status"] == 1
+    customer = chain.send_eth(to, 888)  # a later block: seen only after the top-up's block was scanned
+
+    [seen] = deposit_events(kafka, to, "deposit.seen")
+    assert seen["payload"]["tx_hash"] == customer["transactionHash"].to_0x_hex()
+    assert len(deposit_events(kafka, to, "deposit.seen", count=2, timeout=3)) == 1

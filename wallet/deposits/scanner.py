@@ -72,6 +72,7 @@ class DepositScanner:
         self._rpc_factory = rpc_factory
         self._fetch_parallelism = fetch_parallelism if rpc_factory is not None else 1
         self._pool: ThreadPoolExecutor | None = None
+        self._hot_wallet: str | None = None
         self._thread_clients = threading.local()
         self._ks = keyspace
         self._rpc = rpc
@@ -147,7 +148,7 @@ class DepositScanner:
             pipe.execute()
             return BlockResult(height, bundle.hash, 0, 0, already_done=True)
 
-        deposits = find_deposits(bundle, self._watched)
+        deposits = self._from_outside(find_deposits(bundle, self._watched))
         tokens = {d.asset: self._token_info(d.asset) for d in deposits}
         retracted = self._recorded_deposits(height) if previous is not None else []
 
@@ -184,6 +185,16 @@ class DepositScanner:
         self._ledger.stage_in(pipe, deposit.block_number, deposit_event(
             self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset), 0, self._k,
             meta={"was_confirmed": True} if status == STATUS_CONFIRMED else None))
+
+    def _from_outside(self, deposits: list[Deposit]) -> list[Deposit]:
+        """Drop our own money movements: the hot wallet topping a deposit address up with gas for
+        a token sweep is not a customer's deposit, and crediting it would pay the customer twice."""
+        if not deposits:
+            return deposits
+        if self._hot_wallet is None:
+            hot = self._redis.get(self._ks.hot_wallet)  # made on first use; never changes after
+            self._hot_wallet = hot.decode().lower() if hot is not None else None
+        return [d for d in deposits if d.sender != self._hot_wallet]
 
     def _watched(self, addresses: list[str]) -> set[str]:
         ours: set[str] = set()
