@@ -10,15 +10,11 @@ ratio.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-from workers.devstack import Stack, StackConfig
+from bench.common import bench_stack, save_results
+from workers.devstack import Stack
 
 RAW_KEYS = 5_000
 BATCHES = [(1, 500), (100, 50)]  # (addresses per task, tasks)
@@ -76,12 +72,7 @@ def system_rate(stack: Stack, per_task: int, tasks: int) -> dict[str, float]:
 
 
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
-    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix="wbench"))
-    for key, value in stack.client_env().items():
-        os.environ[key] = value
-    try:
-        stack.start()
+    with bench_stack() as stack:
         raw = raw_rates()
         results = {"raw": raw, "system": {}}
         for per_task, tasks in BATCHES:
@@ -90,14 +81,7 @@ def main() -> None:
             rate["ratio_vs_raw_hd_derivation"] = rate["addresses_per_s"] / raw["hd_derivations_per_s"]
             rate["ratio_vs_raw_keygen"] = rate["addresses_per_s"] / raw["coincurve_keys_per_s"]
             results["system"][f"{per_task}_per_task"] = rate
-        print(json.dumps(results, indent=2))
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "accounts.json").write_text(json.dumps(results, indent=2))
-    finally:
-        stack.down()
-        shutil.rmtree(home, ignore_errors=True)
-
+        save_results("accounts", results)
 
 if __name__ == "__main__":
     main()

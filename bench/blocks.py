@@ -21,7 +21,6 @@ system's processes.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import random
@@ -40,6 +39,7 @@ import orjson
 import redis
 import requests
 
+from bench.common import save_results
 from workers.devstack import Stack, StackConfig
 
 BLOCKS = int(os.environ.get("BENCH_BLOCKS", "1000"))
@@ -848,10 +848,7 @@ def main() -> None:
                 flush=True,
             )
 
-        print(json.dumps(results, indent=2))
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "blocks.json").write_text(json.dumps(results, indent=2))
+        save_results("blocks", results)
     finally:
         if listener is not None:
             listener.close()

@@ -13,7 +13,6 @@ Machines here are noisy: compare the ratios.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 import redis
 from pydantic import SecretStr
 
+from bench.common import save_results
 from workers.devstack import free_port, redis_binary
 
 TEST_MNEMONIC = "test test test test test test test test test test test junk"
@@ -118,10 +118,7 @@ def main() -> None:
                 "random_create": 1e6 / system["random_account_create_per_s"],
             },
         }
-        print(json.dumps(results, indent=2))
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "custody.json").write_text(json.dumps(results, indent=2))
+        save_results("custody", results)
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -13,18 +13,15 @@ Anvil mines every transaction into its own block (automine), in both. Compare th
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import requests
 from eth_account import Account
 
-from workers.devstack import Stack, StackConfig
+from bench.common import bench_stack, save_results
+from workers.devstack import Stack
 
 SENDS = int(os.environ.get("BENCH_SENDS", "300"))
 FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # Anvil's first account
@@ -118,12 +115,7 @@ def system_rate(stack: Stack) -> dict[str, float]:
 
 
 def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
-    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix="wbench"))
-    for key, value in stack.client_env().items():
-        os.environ[key] = value
-    try:
-        stack.start()
+    with bench_stack() as stack:
         from wallet.settings import Settings
         from wallet.wiring import Wiring
 
@@ -133,20 +125,11 @@ def main() -> None:
         raw = {"raw_sends_per_s": raw_rate(node, with_reads=False),
                "raw_with_reads_sends_per_s": raw_rate(node, with_reads=True)}
         system = system_rate(stack)
-        results = {
+        save_results("sends", {
             "raw": raw, "system": system,
             "ratio_vs_raw": system["sends_per_s"] / raw["raw_sends_per_s"],
             "ratio_vs_raw_with_reads": system["sends_per_s"] / raw["raw_with_reads_sends_per_s"],
-        }
-        print(json.dumps(results, indent=2))
-        out = Path(__file__).parent / "results"
-        out.mkdir(exist_ok=True)
-        (out / "sends.json").write_text(json.dumps(results, indent=2))
-    finally:
-        if os.environ.get("BENCH_KEEP_STACK") is None:
-            stack.down()
-            shutil.rmtree(home, ignore_errors=True)
-
+        })
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,39 @@
+"""What every benchmark does around its measurement: a stack of its own, and its results saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from workers.devstack import Stack, StackConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@contextmanager
+def bench_stack(key_prefix: str = "wbench") -> Iterator[Stack]:
+    """A whole stack on free ports, this process pointed at it; stopped and removed afterwards
+    (kept with BENCH_KEEP_STACK=1, for a look at its logs)."""
+    home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
+    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=key_prefix))
+    os.environ.update(stack.client_env())
+    try:
+        stack.start()
+        yield stack
+    finally:
+        if os.environ.get("BENCH_KEEP_STACK") is None:
+            stack.down()
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def save_results(name: str, results: dict[str, Any]) -> None:
+    text = json.dumps(results, indent=2)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(text)
