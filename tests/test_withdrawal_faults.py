@@ -154,9 +154,17 @@ def test_200_withdrawals_from_4_producers_with_retries_and_a_killed_worker_pay_e
     for o in outcomes:
         assert o["tx_hash"] == by_request[o["request_id"]]["tx_hash"] or o["status"] != "submitted"
 
-    chain.mine(K)
-    confirmed = kafka.events("transaction", lambda e: e["type"] == "withdrawal.confirmed"
-                             and e["meta"].get("run") == run, count=COUNT, timeout=120)
+    # Blocks keep coming, as on a real chain: a send rebroadcast after the others were mined still
+    # gets its K confirmations (with automine alone, nothing would mine after the last send).
+    confirmed: list[dict] = []
+
+    def all_confirmed() -> bool:
+        chain.mine(1)
+        confirmed[:] = kafka.events("transaction", lambda e: e["type"] == "withdrawal.confirmed"
+                                    and e["meta"].get("run") == run, count=COUNT, timeout=2)
+        return len({e["payload"]["request_id"] for e in confirmed}) >= COUNT
+
+    wait_for(all_confirmed, 120, "every withdrawal confirmed")
     assert {e["payload"]["request_id"] for e in confirmed} == {r["request_id"] for r in requests_}
 
     # Paid exactly once: each fresh recipient holds exactly its amount.
