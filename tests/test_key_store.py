@@ -185,3 +185,31 @@ def test_backup_restores_the_same_addresses_elsewhere(store: Store, stack: Stack
     [fresh] = target.accounts.create("after-restore").addresses
     assert fresh not in addresses  # index 3: never an index the origin already handed out
     assert _wallet_cli(stack, elsewhere, key_file, "import", str(backup)).returncode == 0  # idempotent
+
+
+def test_rotate_command_rewraps_under_the_new_key(store: Store, stack: Stack, tmp_path: Path) -> None:
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    old_file, new_file = tmp_path / "old.key", tmp_path / "new.key"
+    old_file.write_text(old_key.hex())
+    new_file.write_text(new_key.hex())
+    origin = store(old_key)
+    origin.vault.start()
+    addresses = origin.accounts.create("r1", count=2).addresses
+    keys_before = [origin.vault.private_key_for(a) for a in addresses]
+    prefix = origin.settings.key_prefix
+
+    rotated = _wallet_cli(stack, prefix, old_file, "rotate", "--new-key-file", str(new_file))
+    assert rotated.returncode == 0, rotated.stderr
+    status = _wallet_cli(stack, prefix, new_file, "status")
+    assert Envelope(new_key).key_id.hex() in status.stdout and old_key.hex() not in status.stdout
+
+    after = store(new_key, prefix=prefix)
+    after.vault.start()
+    assert [after.vault.private_key_for(a) for a in addresses] == keys_before
+    again = _wallet_cli(stack, prefix, old_file, "rotate", "--new-key-file", str(new_file))
+    assert again.returncode == 0 and "re-wrapped 0 secrets" in again.stdout  # resumable: nothing left
+    stranger = tmp_path / "stranger.key"
+    stranger.write_text(os.urandom(32).hex())
+    refused = _wallet_cli(stack, prefix, stranger, "rotate", "--new-key-file", str(old_file))
+    assert refused.returncode == 2 and "master_key_mismatch" in refused.stderr
+    assert [store(new_key, prefix=prefix).vault.private_key_for(a) for a in addresses] == keys_before
