@@ -34,6 +34,21 @@ def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_p
                                 check=False, timeout=60, cwd=tmp_path)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "watermark" in status.stdout
+
+        # Master-key rotation on the dev stack: key worker stopped, secrets re-wrapped, new key
+        # installed, key worker back (it only starts if the new key opens the store); accounts still work.
+        old_key = stack.master_key_file.read_text().strip()
+        new_key_file = tmp_path / "new.key"
+        new_key_file.write_text(os.urandom(32).hex())
+        rotated = subprocess.run([WALLET, "keys", "rotate", "--new-key-file", str(new_key_file)], env=env,
+                                 capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        assert "key worker started with the new key" in rotated.stdout
+        assert stack.master_key_file.read_text().strip() == new_key_file.read_text().strip() != old_key
+        again = subprocess.run([WALLET, "account", "create", "--count", "1"], env=env, capture_output=True,
+                               text=True, check=False, timeout=60, cwd=tmp_path)
+        assert again.returncode == 0 and again.stdout.count('"0x') == 1, again.stdout + again.stderr
+        assert old_key not in rotated.stdout + rotated.stderr
     finally:
         down = subprocess.run([WALLET, "stack", "down"], env=env, capture_output=True, text=True, check=False,
                               timeout=120, cwd=tmp_path)

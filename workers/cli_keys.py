@@ -20,18 +20,39 @@ HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="De
 DEFAULT_HOME = Path(".devstack")
 
 
+def _dev_stack(home: Path, *, with_master_key: bool) -> Stack | None:
+    """With no WALLET_* settings given, point this process at the dev stack in `home` (and at its
+    master key, if asked, when none is given either). Returns the stack whose key is used, if any."""
+    if not (home / "stack.json").exists() or "WALLET_REDIS_URL" in os.environ:
+        return None
+    stack = Stack.load_or_create(home)
+    for key, value in stack.client_env().items():
+        os.environ.setdefault(key, value)
+    if with_master_key and not ({"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"} & os.environ.keys()):
+        os.environ["WALLET_MASTER_KEY_FILE"] = str(stack.master_key_file)
+        return stack
+    return None
+
+
 def _wiring(home: Path, *, with_master_key: bool):
-    """Settings from WALLET_*; with none given, the dev stack in `home` (its master key too, if asked)."""
     from wallet.settings import Settings
     from wallet.wiring import Wiring
 
-    if (home / "stack.json").exists() and "WALLET_REDIS_URL" not in os.environ:
-        stack = Stack.load_or_create(home)
-        for key, value in stack.client_env().items():
-            os.environ.setdefault(key, value)
-        if with_master_key and not ({"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"} & os.environ.keys()):
-            os.environ["WALLET_MASTER_KEY_FILE"] = str(stack.master_key_file)
+    _dev_stack(home, with_master_key=with_master_key)
     return Wiring(Settings())
+
+
+def _install_key(path: Path, key_hex: str) -> None:
+    """Replace a key file atomically, owner-only, keeping the one it replaces beside it."""
+    if path.exists():
+        previous = path.with_name(path.name + ".previous")
+        previous.write_text(path.read_text())
+        previous.chmod(0o600)
+    staged = path.with_name(path.name + ".new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key_hex + "\n")
+    os.replace(staged, path)
 
 
 def _fail(exc: Exception) -> None:
@@ -119,13 +140,33 @@ def keys_rotate(
     from wallet.custody.master_key import load_master_key
     from wallet.custody.rotation import rotate_master_key
     from wallet.errors import WalletError
+    from wallet.settings import Settings
+    from wallet.wiring import Wiring
 
-    w = _wiring(home, with_master_key=True)
+    # On the dev stack this command does the whole procedure: stop its key worker, rotate, install
+    # the new key as the stack's key, start the key worker again.
+    dev = _dev_stack(home, with_master_key=True)
+    w = Wiring(Settings())
     try:
+        new_key = load_master_key(None, new_key_file)
         old = Envelope(load_master_key(w.settings.master_key, w.settings.master_key_file))
-        new = Envelope(load_master_key(None, new_key_file))
-        report = rotate_master_key(w.redis, w.keyspace, old, new)
     except WalletError as exc:
+        _fail(exc)
+    was_running = dev is not None and dev.alive("worker-keys")
+    if was_running:
+        console.print("stopping the dev stack's key worker")
+        dev.stop("worker-keys")
+    try:
+        report = rotate_master_key(w.redis, w.keyspace, old, Envelope(new_key))
+    except WalletError as exc:
+        if was_running:
+            dev.start(["worker-keys"])  # nothing changed: back as it was
         _fail(exc)
     console.print(f"re-wrapped {report.rewrapped} secrets ({report.already_new} already under the new key): "
                   f"master key {report.old_key_id} -> {report.new_key_id}")
+    if dev is not None:
+        _install_key(dev.master_key_file, new_key.hex())
+        console.print(f"installed the new key as {dev.master_key_file} (the old one is beside it, .previous)")
+        if was_running:
+            dev.start(["worker-keys"])
+            console.print("key worker started with the new key")
