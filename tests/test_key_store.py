@@ -164,6 +164,9 @@ def test_backup_restores_the_same_addresses_elsewhere(store: Store, stack: Stack
 
     exported = _wallet_cli(stack, origin.settings.key_prefix, key_file, "export", "--out", str(backup))
     assert exported.returncode == 0, exported.stderr
+    assert (backup.stat().st_mode & 0o077) == 0  # owner-only
+    overwrite = _wallet_cli(stack, origin.settings.key_prefix, key_file, "export", "--out", str(backup))
+    assert overwrite.returncode == 2 and "backup_exists" in overwrite.stderr
     content = json.loads(backup.read_text())
     assert content["next_index"] == 3 and master.hex() not in backup.read_text()
     assert origin.vault.seeds.load().hex() not in backup.read_text()

@@ -94,7 +94,11 @@ def keys_export(
         backup = export_seed(w.redis, w.keyspace)
     except WalletError as exc:
         _fail(exc)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        err.print(f"[red]error[/] {escape(f'[backup_exists] {out} exists; choose another file, a backup is never overwritten')}")
+        raise typer.Exit(2) from None
     with os.fdopen(fd, "w") as f:
         f.write(backup.model_dump_json(indent=2) + "\n")
     console.print(f"exported the sealed seed ({backup.next_index} addresses used) to {out}; it opens only "
