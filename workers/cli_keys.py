@@ -107,7 +107,8 @@ def keys_export(
 
 @keys_app.command("import")
 def keys_import(
-    backup_file: Annotated[Path, typer.Argument(help="A file written by `wallet keys export`.")],
+    backup_file: Annotated[Path, typer.Argument(help="A file written by `wallet keys export`.", exists=True,
+                                                dir_okay=False, readable=True)],
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Install a seed backup here (same master key) and watch its addresses again."""
@@ -132,7 +133,8 @@ def keys_import(
 
 @keys_app.command("rotate")
 def keys_rotate(
-    new_key_file: Annotated[Path, typer.Option(help="File with the new master key (64 hex chars).")],
+    new_key_file: Annotated[Path, typer.Option(help="File with the new master key (64 hex chars).", exists=True,
+                                               dir_okay=False, readable=True)],
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Re-wrap every sealed secret under a new master key; addresses do not change.
