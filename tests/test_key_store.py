@@ -178,6 +178,11 @@ def test_backup_restores_the_same_addresses_elsewhere(store: Store, stack: Stack
     assert refused.returncode == 2 and "master_key_mismatch" in refused.stderr
     assert not redis.Redis.from_url(stack.redis_url).exists(f"{elsewhere}-x:keys:seed")
 
+    not_a_backup = tmp_path / "notes.json"
+    not_a_backup.write_text('{"format": "something else"}')
+    garbled = _wallet_cli(stack, elsewhere, key_file, "import", str(not_a_backup))
+    assert garbled.returncode == 2 and "invalid_backup" in garbled.stderr
+
     restored = _wallet_cli(stack, elsewhere, key_file, "import", str(backup))
     assert restored.returncode == 0, restored.stderr
     target = store(master, prefix=elsewhere)

@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.json import JSON
 from rich.table import Table
 
+from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
 from workers.cli_keys import keys_app
 from workers.devstack import ALL, Stack, StackError
 
@@ -33,16 +33,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(topic_app, name="topics", hidden=True)
 
 console = Console()
-HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="Dev stack state folder.")]
-DEFAULT_HOME = Path(".devstack")
-
-
-def _use_stack_env(home: Path) -> None:
-    """When no WALLET_* settings are given, talk to the dev stack in `home`."""
-    state = home / "stack.json"
-    if state.exists() and "WALLET_REDIS_URL" not in os.environ:
-        for key, value in Stack.load_or_create(home).client_env().items():
-            os.environ.setdefault(key, value)
 
 
 def _meta_option(meta: str) -> Any:
@@ -208,7 +198,7 @@ def account_create(
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Create deposit addresses and print them."""
-    _use_stack_env(home)
+    use_dev_stack(home)
     meta_obj = _meta_option(meta)
     if via == "celery":
         from tasks.accounts import create_account
@@ -245,7 +235,7 @@ def send(
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Send ETH or an ERC-20 token (signed by the key worker); prints the transaction."""
-    _use_stack_env(home)
+    use_dev_stack(home)
     meta_obj = _meta_option(meta)
     from tasks.sending import send_transaction
 
@@ -265,7 +255,7 @@ def scan_status(home: HomeOption = DEFAULT_HOME) -> None:
     from tasks.deps import wiring
     from wallet.errors import ChainUnavailable
 
-    _use_stack_env(home)
+    use_dev_stack(home)
     w = wiring()
     try:
         head: int | None = w.rpc.head()
@@ -290,7 +280,7 @@ def scan_rescan(
 
     if end < start:
         raise typer.BadParameter("END must be >= START")
-    _use_stack_env(home)
+    use_dev_stack(home)
     result = rescan.delay(start, end).get(timeout=30)
     console.print(f"enqueued {result['enqueued']} heights ({start}..{end})")
 
@@ -301,7 +291,7 @@ def topics_create(home: HomeOption = DEFAULT_HOME) -> None:
     """Create the system's Kafka topics if missing (Tansu needs them before the first produce)."""
     from wallet.kafka import ensure_topics
 
-    _use_stack_env(home)
+    use_dev_stack(home)
     created = ensure_topics(_settings())
     console.print(f"created: {', '.join(created) or 'none (all exist)'}")
 
@@ -318,7 +308,7 @@ def topic_tail(
 
     from wallet.kafka import client_config, topic_name
 
-    _use_stack_env(home)
+    use_dev_stack(home)
     settings = _settings()
     consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
                              auto_offset_reset="earliest" if from_beginning else "latest")

@@ -4,41 +4,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from workers.devstack import Stack
+from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
 
 keys_app = typer.Typer(help="Key custody: status, seed backup/restore, master-key rotation.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
-HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="Dev stack state folder.")]
-DEFAULT_HOME = Path(".devstack")
-
-
-def _dev_stack(home: Path, *, with_master_key: bool) -> Stack | None:
-    """With no WALLET_* settings given, point this process at the dev stack in `home` (and at its
-    master key, if asked, when none is given either). Returns the stack whose key is used, if any."""
-    if not (home / "stack.json").exists() or "WALLET_REDIS_URL" in os.environ:
-        return None
-    stack = Stack.load_or_create(home)
-    for key, value in stack.client_env().items():
-        os.environ.setdefault(key, value)
-    if with_master_key and not ({"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"} & os.environ.keys()):
-        os.environ["WALLET_MASTER_KEY_FILE"] = str(stack.master_key_file)
-        return stack
-    return None
 
 
 def _wiring(home: Path, *, with_master_key: bool):
     from wallet.settings import Settings
     from wallet.wiring import Wiring
 
-    _dev_stack(home, with_master_key=with_master_key)
+    use_dev_stack(home, with_master_key=with_master_key)
     return Wiring(Settings())
 
 
@@ -55,9 +39,15 @@ def _install_key(path: Path, key_hex: str) -> None:
     os.replace(staged, path)
 
 
-def _fail(exc: Exception) -> None:
-    code = getattr(exc, "code", type(exc).__name__)
-    err.print(f"[red]error[/] {escape(f'[{code}] {exc}')}")
+def _error(code: str, message: str) -> NoReturn:
+    """One line on stderr, `error [code] message`, and exit 2. Escaped: rich would take `[code]`
+    for markup and drop it."""
+    err.print(f"[red]error[/] {escape(f'[{code}] {message}')}")
+    raise typer.Exit(2)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    _error(getattr(exc, "code", type(exc).__name__), str(exc))
     raise typer.Exit(2)
 
 
@@ -97,8 +87,7 @@ def keys_export(
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        err.print(f"[red]error[/] {escape(f'[backup_exists] {out} exists; choose another file, a backup is never overwritten')}")
-        raise typer.Exit(2) from None
+        _error("backup_exists", f"{out} exists; choose another file, a backup is never overwritten")
     with os.fdopen(fd, "w") as f:
         f.write(backup.model_dump_json(indent=2) + "\n")
     console.print(f"exported the sealed seed ({backup.next_index} addresses used) to {out}; it opens only "
@@ -122,8 +111,7 @@ def keys_import(
         backup = SeedBackup.model_validate_json(backup_file.read_bytes())
         addresses = import_seed(w.redis, w.keyspace, w.vault, backup)
     except ValidationError as exc:
-        err.print(f"[red]error[/] [invalid_backup] {backup_file} is not a seed backup: {exc.error_count()} problems")
-        raise typer.Exit(2) from None
+        _error("invalid_backup", f"{backup_file} is not a seed backup: {exc.error_count()} problems")
     except WalletError as exc:
         _fail(exc)
     console.print(f"restored the seed: {len(addresses)} addresses watched again")
@@ -151,7 +139,7 @@ def keys_rotate(
 
     # On the dev stack this command does the whole procedure: stop its key worker, rotate, install
     # the new key as the stack's key, start the key worker again.
-    dev = _dev_stack(home, with_master_key=True)
+    dev = use_dev_stack(home, with_master_key=True)
     w = Wiring(Settings())
     try:
         new_key = load_master_key(None, new_key_file)
