@@ -93,6 +93,13 @@ def test_hd_addresses_follow_bip44_and_store_only_their_index(store: Store) -> N
     assert w.vault.private_key_for(hot.address) == bytes(hot.key)
 
 
+def test_a_fresh_store_makes_its_seed_on_the_first_address(store: Store) -> None:
+    w = store(os.urandom(32))
+    [address] = w.accounts.create("r1").addresses  # no start(): e.g. a tool using the vault directly
+    assert w.redis.exists(w.keyspace.hd_seed) and int(w.redis.get(w.keyspace.hd_next_index)) == 1
+    assert address_of(w.vault.private_key_for(address)) == address
+
+
 def test_random_mode_seals_one_key_per_address(store: Store) -> None:
     w = store(os.urandom(32), mode="random")
     w.vault.start()

@@ -87,11 +87,10 @@ class KeyVault:
             pairs = [new_key_pair() for _ in range(count)]
             return [NewKey(p.address, sealed=self.envelope.seal(p.private_key, address_context(p.address)))
                     for p in pairs]
-        self.seeds.ensure()
+        chain = self._account_chains[DEPOSIT_ACCOUNT]  # before the first index: a fresh store gets its seed
         # Reserved before the account write: a request that then fails leaves a gap of unused
         # indices, which costs nothing (the index map, not a gap-limit scan, is what restores).
         first = self._redis.incrby(self._keyspace.hd_next_index, count) - count
-        chain = self._deposit_chain
         return [NewKey(address_of(chain.child(i).key), hd_index=i) for i in range(first, first + count)]
 
     def stage(self, pipe: redis.client.Pipeline, keys: list[NewKey]) -> None:
@@ -111,14 +110,17 @@ class KeyVault:
             UnknownAddress: not an address of ours.
         """
         a = address.lower()
-        blob, index = self._redis.hget(self._keyspace.sealed_keys, a), self._redis.hget(self._keyspace.hd_index, a)
+        with self._redis.pipeline(transaction=False) as pipe:  # one round trip for the three places
+            pipe.hget(self._keyspace.sealed_keys, a)
+            pipe.hget(self._keyspace.hd_index, a)
+            pipe.get(self._keyspace.hot_wallet)
+            blob, index, hot = pipe.execute()
         if blob is not None:
             return self.envelope.open(blob, address_context(a))
         if index is not None:
-            return self._deposit_chain.child(int(index)).key
-        hot = self._redis.get(self._keyspace.hot_wallet)
+            return self._account_chains[DEPOSIT_ACCOUNT].child(int(index)).key
         if hot is not None and hot.decode().lower() == a:
-            return self._hot_wallet_chain.child(0).key
+            return self._account_chains[HOT_WALLET_ACCOUNT].child(0).key
         raise UnknownAddress(f"no key for address {address}")
 
     def hot_wallet_address(self) -> str:
@@ -128,8 +130,8 @@ class KeyVault:
         if existing is not None:
             return existing.decode()
         if self.mode == "hd":
-            self.seeds.ensure()
-            self._redis.set(self._keyspace.hot_wallet, address_of(self._hot_wallet_chain.child(0).key), nx=True)
+            hot = self._account_chains[HOT_WALLET_ACCOUNT].child(0)
+            self._redis.set(self._keyspace.hot_wallet, address_of(hot.key), nx=True)
         else:
             pair = new_key_pair()
             with self._redis.pipeline() as pipe:
@@ -140,12 +142,10 @@ class KeyVault:
         # Two first callers racing: the one whose SET won is the hot wallet.
         return self._redis.get(self._keyspace.hot_wallet).decode()
 
-    # The seed is opened once per process and kept as the two account nodes: each address is
-    # then one BIP-32 step.
     @cached_property
-    def _deposit_chain(self) -> ExtendedKey:
-        return external_chain(self.seeds.load(), DEPOSIT_ACCOUNT)
-
-    @cached_property
-    def _hot_wallet_chain(self) -> ExtendedKey:
-        return external_chain(self.seeds.load(), HOT_WALLET_ACCOUNT)
+    def _account_chains(self) -> dict[int, ExtendedKey]:
+        """The deposit and hot-wallet account nodes, from the seed opened once per process (made
+        first on a fresh store): each address is then one BIP-32 step."""
+        self.seeds.ensure()
+        seed = self.seeds.load()
+        return {account: external_chain(seed, account) for account in (DEPOSIT_ACCOUNT, HOT_WALLET_ACCOUNT)}
