@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from bench.common import bench_stack, save_results
+from bench.common import EventCounter, bench_stack, save_results
 from workers.devstack import Stack
 
 RAW_KEYS = 5_000
@@ -43,30 +43,17 @@ def raw_rates() -> dict[str, float]:
 
 
 def system_rate(stack: Stack, per_task: int, tasks: int) -> dict[str, float]:
-    from kafka import KafkaConsumer, TopicPartition
-
     from tasks.accounts import create_account
 
     mark = uuid.uuid4().hex
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
-    tp = TopicPartition("address.created", 0)
-    consumer.assign([tp])
-    consumer.seek_to_end(tp)
-    consumer.poll(timeout_ms=100)
+    events = EventCounter(stack.kafka_bootstrap, "address.created")
     expected = per_task * tasks
     started = time.perf_counter()
     for _ in range(tasks):
         create_account.delay(meta={"bench": mark}, count=per_task)
     enqueued = time.perf_counter() - started
-    seen = 0
-    deadline = time.monotonic() + 600
-    while seen < expected and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200, max_records=5000).values():
-            seen += sum(1 for r in records if mark.encode() in r.value)
+    events.wait_for(expected, mark.encode())
     elapsed = time.perf_counter() - started
-    consumer.close()
-    if seen < expected:
-        raise RuntimeError(f"only {seen} of {expected} events arrived")
     return {"addresses": expected, "seconds": elapsed, "enqueue_seconds": enqueued,
             "addresses_per_s": expected / elapsed}
 

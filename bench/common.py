@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,3 +38,33 @@ def save_results(name: str, results: dict[str, Any]) -> None:
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(text)
+
+
+class EventCounter:
+    """Counts messages on partition 0 of `topic` from the moment it is made (the benches' topics
+    have one partition), so a clock can stop when the last expected event is on Kafka."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        partition = TopicPartition(topic, 0)
+        self._consumer.assign([partition])
+        self._consumer.seek_to_end(partition)
+        self._consumer.poll(timeout_ms=100)
+
+    def wait_for(self, expected: int, *needles: bytes, timeout: float = 600.0) -> None:
+        """Until `expected` messages containing every needle have arrived.
+
+        Raises:
+            RuntimeError: fewer arrived within `timeout`.
+        """
+        seen, deadline = 0, time.monotonic() + timeout
+        try:
+            while seen < expected and time.monotonic() < deadline:
+                for records in self._consumer.poll(timeout_ms=200, max_records=5000).values():
+                    seen += sum(1 for r in records if all(n in r.value for n in needles))
+        finally:
+            self._consumer.close()
+        if seen < expected:
+            raise RuntimeError(f"only {seen} of {expected} events arrived")

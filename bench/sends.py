@@ -20,7 +20,7 @@ import uuid
 import requests
 from eth_account import Account
 
-from bench.common import bench_stack, save_results
+from bench.common import EventCounter, bench_stack, save_results
 from workers.devstack import Stack
 
 SENDS = int(os.environ.get("BENCH_SENDS", "300"))
@@ -86,31 +86,18 @@ def raw_rate(node: Node, with_reads: bool) -> float:
 
 
 def system_rate(stack: Stack) -> dict[str, float]:
-    from kafka import KafkaConsumer, TopicPartition
-
     from tasks.sending import send_transaction
 
     mark = uuid.uuid4().hex
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
-    tp = TopicPartition("transaction", 0)
-    consumer.assign([tp])
-    consumer.seek_to_end(tp)
-    consumer.poll(timeout_ms=100)
+    events = EventCounter(stack.kafka_bootstrap, "transaction")
     recipients = [Account.create().address for _ in range(SENDS)]
     started = time.perf_counter()
     for i, to in enumerate(recipients):
         send_transaction.delay(to=to, amount=1000 + i, meta={"bench": mark})
     enqueued = time.perf_counter() - started
-    seen = 0
-    deadline = time.monotonic() + float(os.environ.get("BENCH_TIMEOUT", "600"))
-    needle = b'"type":"withdrawal.submitted"'
-    while seen < SENDS and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200, max_records=5000).values():
-            seen += sum(1 for r in records if mark.encode() in r.value and needle in r.value)
+    events.wait_for(SENDS, mark.encode(), b'"type":"withdrawal.submitted"',
+                    timeout=float(os.environ.get("BENCH_TIMEOUT", "600")))
     elapsed = time.perf_counter() - started
-    consumer.close()
-    if seen < SENDS:
-        raise RuntimeError(f"only {seen} of {SENDS} withdrawal.submitted events arrived")
     return {"sends": SENDS, "seconds": elapsed, "enqueue_seconds": enqueued, "sends_per_s": SENDS / elapsed}
 
 
