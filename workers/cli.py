@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.json import JSON
+from rich.markup import escape
 from rich.table import Table
 
 from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
@@ -69,7 +70,7 @@ def stack_up(
         try:
             stack.start()
         except StackError as exc:
-            console.print(f"[red]start failed:[/] {exc}")
+            console.print(f"[red]start failed:[/] {escape(str(exc))}")
             stack.down()
             raise typer.Exit(1) from None
     _print_status(stack)
@@ -243,7 +244,7 @@ def send(
         result = send_transaction.delay(to=to, amount=amount, asset=asset, from_address=from_address,
                                         request_id=request_id or f"cli-{uuid.uuid4()}", meta=meta_obj).get(timeout=wait)
     except Exception as exc:  # noqa: BLE001 - the task's error, shown as is (its code is on `errors`)
-        console.print(f"[red]not sent:[/] {exc}")
+        console.print(f"[red]not sent:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     console.print(JSON.from_data(result))
 
@@ -260,7 +261,7 @@ def scan_status(home: HomeOption = DEFAULT_HOME) -> None:
     try:
         head: int | None = w.rpc.head()
     except ChainUnavailable as exc:
-        console.print(f"[red]node unavailable:[/] {exc.message}")
+        console.print(f"[red]node unavailable:[/] {escape(exc.message)}")
         head = None
     status = w.scanner.status(head)
     table = Table("head", "watermark", "scheduled up to", "lag (blocks)", "in flight")
