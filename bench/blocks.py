@@ -13,9 +13,15 @@ One run, one stack (real Redis, Tansu, Anvil, Celery worker `-c 2`, bridge, beat
    watermark reaches the last block AND every expected `deposit.seen` was read back from Kafka.
 6. Latency at 1 s block time: deposit -> mined (receipt polled every 20 ms) -> `deposit.seen`.
 7. Optional: the same system scan of TRACED_BLOCKS blocks with the call tracer on.
+8. Behind a provider-like proxy (batch cap 10, 300 calls/s, no eth_getBlockReceipts), the first
+   PROVIDER_BLOCKS blocks: a plain client paced to the same caps against the system configured for
+   them (bench/provider.py).
+9. Pinned: PINNED_BLOCKS blocks with the node on core 0 and everything else (Redis, Kafka, our
+   processes, the raw client) on core 1, so the ratio shows our own cost, not the node's.
 
 Env overrides for quick runs: BENCH_BLOCKS, BENCH_TXS, BENCH_WATCHED, BENCH_LATENCY_SAMPLES,
-BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_SEED; BENCH_WALLET_X=v sets WALLET_X=v for the
+BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_PROVIDER_BLOCKS, BENCH_PINNED_BLOCKS (0 skips
+each), BENCH_SEED; BENCH_WALLET_X=v sets WALLET_X=v for the
 system's processes.
 """
 
@@ -30,7 +36,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,7 @@ import orjson
 import redis
 import requests
 
+from bench import provider
 from bench.common import save_results
 from workers.devstack import Stack, StackConfig
 
@@ -48,6 +55,8 @@ WATCHED = int(os.environ.get("BENCH_WATCHED", "100_000"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "40"))
 TRACED_BLOCKS = int(os.environ.get("BENCH_TRACED_BLOCKS", "200"))
 SEED = int(os.environ.get("BENCH_SEED", "7"))
+PROVIDER_BLOCKS = int(os.environ.get("BENCH_PROVIDER_BLOCKS", "150"))
+PINNED_BLOCKS = int(os.environ.get("BENCH_PINNED_BLOCKS", "400"))
 
 DEPOSIT_SHARE = 0.01  # of transactions, to watched addresses
 ERC20_SHARE = 0.5
@@ -361,7 +370,7 @@ def profile_block(stack: Stack, heights: list[int]) -> dict[str, Any]:
         t0 = time.perf_counter()
         block, receipts = (
             i["result"]
-            for i in rpc._batch(
+            for i in rpc.batch(
                 [("eth_getBlockByNumber", [hex(h), True]), ("eth_getBlockReceipts", [hex(h)])]
             )
         )
@@ -372,7 +381,7 @@ def profile_block(stack: Stack, heights: list[int]) -> dict[str, Any]:
         t3 = time.perf_counter()
         scanner._record(bundle)
         t4 = time.perf_counter()
-        with w.redis.lock(f"{scratch}:lock:block:{h}", timeout=120, blocking_timeout=130):
+        with w.redis.lock(w.keyspace.block_lock(h), timeout=120, blocking_timeout=130):
             pass
         t5 = time.perf_counter()
         timings["rpc"].append(t1 - t0)
@@ -607,16 +616,21 @@ def run_system(
     last: int,
     expected: int,
     heights: tuple[int, int],
+    after_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Start worker + bridge, then beat (clock starts); stop the clock when the watermark reaches `last`
     and every expected deposit.seen of `heights` was read from Kafka."""
     watermark_key = f"{stack.config.key_prefix}:blocks:watermark"
     worker_log_offset = log_size(stack, "worker")
     stack.start(["worker", "bridge"])
+    if after_start is not None:
+        after_start()
     kick_relay(stack)
     cpu_before = cpu_seconds(stack)
     started = time.perf_counter()
     stack.start(["beat"])
+    if after_start is not None:
+        after_start()
     beat_ready = time.perf_counter() - started
     watermark_at = None
     deadline = time.monotonic() + SYSTEM_TIMEOUT
@@ -734,7 +748,7 @@ def main() -> None:
     }
     listener = None
     try:
-        stack.start(["redis", "kafka", "anvil"])
+        stack.start(["redis", "kafka", "node"])
         r = redis.Redis.from_url(stack.redis_url)
         rpc = Rpc(stack.rpc_url)
 
@@ -848,6 +862,19 @@ def main() -> None:
                 flush=True,
             )
 
+        if PROVIDER_BLOCKS:
+            results["provider"] = behind_provider(stack, listener, r, heights[: min(PROVIDER_BLOCKS, BLOCKS)],
+                                                  expected, watched)
+            p = results["provider"]
+            print(f"behind a provider ({p['limits']}): plain {p['plain']['blocks_per_s']:.2f} blocks/s, "
+                  f"system {p['system']['blocks_per_s']:.2f} blocks/s, ratio {p['ratio']:.2f}", flush=True)
+
+        if PINNED_BLOCKS and provider.can_pin():
+            results["pinned"] = pinned(stack, listener, r, heights[: min(PINNED_BLOCKS, BLOCKS)], expected, watched)
+            p = results["pinned"]
+            print(f"pinned (node on core 0, the rest on core 1): raw {p['raw']['blocks_per_s']:.1f} blocks/s, "
+                  f"system {p['system']['blocks_per_s']:.1f} blocks/s, ratio {p['ratio']:.2f}", flush=True)
+
         save_results("blocks", results)
     finally:
         if listener is not None:
@@ -861,6 +888,60 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _next_deployment(stack: Stack, r: redis.Redis, suffix: str, watched: list[bytes], env: dict[str, str]) -> None:
+    """Stop the system's processes and set up a second deployment on the same infrastructure and
+    chain: fresh key prefix (fresh state and Celery queues), the same watched addresses."""
+    for name in ("beat", "worker", "bridge"):
+        stack.stop(name)
+        # Readiness is read from the log: start the new processes on fresh ones.
+        log = stack.logs / f"{name}.log"
+        if log.exists():
+            log.rename(stack.logs / f"{name}.{stack.config.key_prefix}.log")
+    stack.config.key_prefix = PREFIX + suffix
+    stack.config.extra_env.update({"WALLET_TRACE_INTERNAL_TRANSFERS": "false", **env})
+    add_watched(r, f"{stack.config.key_prefix}:watched", watched)
+
+
+def behind_provider(stack: Stack, listener: DepositListener, r: redis.Redis, heights: list[int],
+                    expected: dict[str, int], watched: list[bytes]) -> dict[str, Any]:
+    want = sum(1 for h in expected.values() if h <= heights[-1])
+    with provider.provider_proxy(stack) as proxy:
+        plain = provider.plain_fetch(proxy.url, heights)
+        proxy.reset_stats()
+        _next_deployment(stack, r, "p", watched, provider.system_env(proxy))
+        system = run_system(stack, listener, r, heights[-1], want, (heights[0], heights[-1]))
+        stats = proxy.stats()
+    for key in provider.system_env(proxy):
+        stack.config.extra_env.pop(key, None)
+    return {
+        "limits": f"batch cap {provider.PROVIDER_BATCH}, {provider.PROVIDER_RPS:.0f} calls/s, no eth_getBlockReceipts",
+        "plain": plain, "system": system, "ratio": system["blocks_per_s"] / plain["blocks_per_s"],
+        "ratio_after_beat_ready": system["blocks_per_s_after_beat_ready"] / plain["blocks_per_s"],
+        "provider_saw": {"calls": stats.calls, "rate_limited": stats.rate_limited,
+                         "batches_too_large": stats.batches_too_large, "bad_gateway": stats.bad_gateway},
+    }
+
+
+def pinned(stack: Stack, listener: DepositListener, r: redis.Redis, heights: list[int],
+           expected: dict[str, int], watched: list[bytes]) -> dict[str, Any]:
+    want = sum(1 for h in expected.values() if h <= heights[-1])
+    node, rest = {0}, {1}
+    own = os.sched_getaffinity(0)
+    try:
+        provider.pin(stack, ["node"], node)
+        provider.pin(stack, ["redis", "kafka"], rest)
+        os.sched_setaffinity(0, rest)  # the raw client and this process's Kafka listener
+        raw = max((raw_ceiling(stack.rpc_url, heights) for _ in range(RAW_PASSES)), key=lambda p: p["blocks_per_s"])
+        _next_deployment(stack, r, "pin", watched, {})
+        system = run_system(stack, listener, r, heights[-1], want, (heights[0], heights[-1]),
+                            after_start=lambda: provider.pin(stack, ["worker", "bridge", "beat"], rest))
+    finally:
+        os.sched_setaffinity(0, own)
+        provider.pin(stack, ["node", "redis", "kafka", "worker", "bridge", "beat"], own)
+    return {"raw": raw, "system": system, "ratio": system["blocks_per_s"] / raw["blocks_per_s"],
+            "ratio_after_beat_ready": system["blocks_per_s_after_beat_ready"] / raw["blocks_per_s"]}
 
 
 def _scratch_wiring(stack: Stack, key_prefix: str):

@@ -533,12 +533,12 @@ def test_batch_matched_by_id_not_position(fake_node, client: RpcClient, anvil_ur
         assert proxied.block_refs([h - 1, h]) == client.block_refs([h - 1, h])
 
 
-def test_node_without_tracer(fake_node, client: RpcClient, anvil_url: str, scene: dict) -> None:
-    """A proxy to Anvil that answers debug_* like a node without the debug namespace."""
-    def no_debug(body: bytes) -> tuple[int, bytes]:
+def dropping(anvil_url: str, *prefixes: str) -> Callable[[bytes], tuple[int, bytes]]:
+    """A proxy to Anvil that answers methods starting with `prefixes` like a node without them."""
+    def respond(body: bytes) -> tuple[int, bytes]:
         request = orjson.loads(body)
         calls = request if isinstance(request, list) else [request]
-        forward = [r for r in calls if not r["method"].startswith("debug_")]
+        forward = [r for r in calls if not r["method"].startswith(prefixes)]
         answers = {}
         if forward:
             got = requests.post(anvil_url, data=orjson.dumps(forward), timeout=10,
@@ -548,23 +548,64 @@ def test_node_without_tracer(fake_node, client: RpcClient, anvil_url: str, scene
                                         "error": {"code": -32601, "message": "the method does not exist"}}
                for r in calls]
         return 200, orjson.dumps(out if isinstance(request, list) else out[0])
+    return respond
 
-    node = fake_node(no_debug)
+
+def test_node_without_tracer(fake_node, client: RpcClient, anvil_url: str, scene: dict) -> None:
+    """A node with neither the debug nor the trace namespace: blocks still read, marked untraced."""
+    node = fake_node(dropping(anvil_url, "debug_", "trace_"))
     h = scene["height"]
     with RpcClient(node.url) as proxied:
         [bundle] = proxied.fetch_blocks([h], with_traces=True)
-        assert bundle.internal_transfers is None
+        assert bundle.internal_transfers is None and bundle.untraced_reason == "no_tracer"
         assert proxied.tracing_available is False
         [direct] = client.fetch_blocks([h], with_traces=True)
         assert bundle.transactions == direct.transactions and bundle.logs == direct.logs
         # once known, trace calls are not sent any more
         before = len(node.seen)
         proxied.fetch_blocks([h - 1, h], with_traces=True)
-        assert b"debug_" not in node.seen[before]
+        assert b"debug_" not in node.seen[before] and b"trace_" not in node.seen[before]
         assert proxied.supports_tracing() is False
     with RpcClient(node.url) as probing:
         assert probing.supports_tracing() is False
         assert probing.tracing_available is False
+
+
+def test_parity_traces_find_the_same_transfers(fake_node, client: RpcClient, anvil_url: str, scene: dict) -> None:
+    """Without debug_traceBlockByNumber (erigon/nethermind setups), trace_block finds exactly what the
+    callTracer finds, on the block holding every kind of call (reverted frames, delegatecall,
+    create, selfdestruct, failed transactions)."""
+    node = fake_node(dropping(anvil_url, "debug_"))
+    h = scene["height"]
+    with RpcClient(node.url) as proxied:
+        [bundle] = proxied.fetch_blocks([h], with_traces=True)
+        assert proxied.tracer == "trace_block"
+    [direct] = client.fetch_blocks([h], with_traces=True)
+    assert client.tracer == "callTracer"
+    assert bundle.internal_transfers == direct.internal_transfers and len(direct.internal_transfers) >= 5
+
+
+def test_node_without_block_receipts(fake_node, client: RpcClient, anvil_url: str, scene: dict) -> None:
+    """Ganache and Hardhat have no eth_getBlockReceipts: receipts come one transaction at a time."""
+    node = fake_node(dropping(anvil_url, "eth_getBlockReceipts"))
+    heights = [scene["height"] - 1, scene["height"]]
+    with RpcClient(node.url) as proxied:
+        assert proxied.fetch_blocks(heights, with_traces=True) == client.fetch_blocks(heights, with_traces=True)
+        assert proxied.block_receipts is False
+        before = len(node.seen)
+        proxied.fetch_blocks(heights, with_traces=False)
+        assert all(b"eth_getBlockReceipts" not in body for body in node.seen[before:])
+
+
+def test_probe_reports_what_the_node_offers(fake_node, anvil_url: str) -> None:
+    with RpcClient(anvil_url) as c:
+        caps = c.probe()
+    assert (caps.chain_id, caps.block_receipts, caps.tracer, caps.batching) == (31337, True, "callTracer", True)
+    assert caps.client_version.lower().startswith("anvil") and caps.endpoint == anvil_url
+    node = fake_node(dropping(anvil_url, "eth_getBlockReceipts", "debug_", "trace_"))
+    with RpcClient(node.url) as c:
+        caps = c.probe()
+    assert (caps.block_receipts, caps.tracer) == (False, "none")
 
 
 def test_http_5xx_is_unavailable_and_short(fake_node) -> None:
@@ -599,7 +640,9 @@ def test_timeout_is_unavailable(fake_node) -> None:
 
 def test_display_url_hides_secrets() -> None:
     assert display_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
-    assert display_url("https://user:pw@mainnet.infura.io/v3/SECRETKEY?x=1") == "https://mainnet.infura.io/..."
+    assert display_url("https://user:pw@mainnet.infura.io/v3/SECRETKEY?x=1") == "https://mainnet.infura.io"
+    assert display_url("https://eth.example:8443/key/abc") == "https://eth.example:8443"
+    assert display_url("not a url") == "<invalid url>"
 
 
 def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(

@@ -131,6 +131,37 @@ def test_no_key_seed_mnemonic_or_master_key_in_anything_the_system_writes(
     assert not scanner.leaks(tasks.content), "secret material in Flower's task API"
 
 
+def test_no_connection_secret_in_anything_the_system_writes(
+    stack: Stack, celery_app, kafka: KafkaProbe, redis_client: redis.Redis, new_address
+) -> None:
+    """Passwords of the services we connect to (Redis, Kafka SASL) are in the processes'
+    environment and nowhere else: not in Redis, on Kafka, in logs, or in Flower's task API or
+    the workers' reported configuration. (A node URL's API key: tests/test_providers.py.)"""
+    from tests.conftest import TEST_ENV
+
+    new_address()  # at least one task of each kind has run and logged
+    secrets = [stack.config.redis_password.encode(), TEST_ENV["WALLET_KAFKA_SASL_PASSWORD"].encode()]
+
+    def leaks(data: bytes) -> bool:
+        return any(s in data for s in secrets)
+
+    for key, values in redis_contents(redis_client):
+        assert not any(leaks(v) for v in [key, *values]), f"a password in Redis key {key!r}"
+    for topic in ("command", "address.created", "transaction", "errors"):
+        for message in kafka.read_all(topic, lambda ms: False, timeout=2):
+            assert not leaks(message.value), f"a password on {topic}"
+    for log in stack.logs.glob("*.log"):
+        assert not leaks(log.read_bytes()), f"a password in {log.name}"
+    auth = (stack.config.flower_user, stack.config.flower_password)
+    for page in ("/api/tasks", "/api/workers"):
+        answer = requests.get(f"{stack.flower_url}{page}", auth=auth, timeout=10)
+        assert answer.status_code == 200 and not leaks(answer.content), f"a password in Flower's {page}"
+    replies = celery_app.control.inspect(timeout=5).conf(with_defaults=False) or {}
+    assert replies
+    for worker, conf in replies.items():
+        assert not leaks(repr(conf).encode()), f"{worker}'s reported configuration holds a password"
+
+
 def _environ(pid: int) -> dict[bytes, bytes]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)

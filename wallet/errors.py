@@ -18,6 +18,9 @@ class WalletError(Exception):
         self.message = message
         self.details = details or {}
 
+    def __str__(self) -> str:
+        return self.message
+
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
 
@@ -38,6 +41,22 @@ class NodeTimedOut(ChainUnavailable):
     """The node took longer than the client's timeout: it may be down, or the request too big."""
 
 
+class RateLimited(ChainUnavailable):
+    """The node or provider asked us to slow down for longer than a request may wait."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class ChainIdMismatch(FatalError):
+    """The node serves another chain than WALLET_CHAIN_ID: scanning or sending there would be wrong."""
+
+    code = "chain_id_mismatch"
+
+
 class PublishFailed(RetryableError):
     code = "publish_failed"
 
@@ -45,9 +64,12 @@ class PublishFailed(RetryableError):
 class InvalidCommand(FatalError):
     """A command that cannot be done as sent; `code` is one of the COMMAND_* codes below."""
 
-    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details)
         self.code = code
+        # Rebuilt from its args where it is read back (a Celery result, a pickle): the caller of a
+        # task gets the same error, code included, not a wrapper around its text.
+        self.args = (code, message, self.details)
 
 
 # Stable codes on the `errors` topic for rejected commands.
@@ -111,6 +133,22 @@ SEND_EXECUTION_REVERTED = "execution_reverted"
 SEND_UNKNOWN_SENDER = "unknown_sender"
 SEND_IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 SEND_INVALID_CONTRACT_CALL = "invalid_contract_call"
+IDEMPOTENCY_CONFLICT = SEND_IDEMPOTENCY_CONFLICT  # not only sends: every request with a request id
+
+
+def ensure_same_request(request_id: str, first: Any, again: Any) -> None:
+    """A request id names one request. The same id with the same fields (its identity: what must
+    match, `meta` aside) is that request again, and gets its first answer; with other fields it
+    is refused, never answered with what the first request did.
+
+    Raises:
+        InvalidCommand: idempotency_conflict.
+    """
+    if first != again:
+        raise InvalidCommand(
+            IDEMPOTENCY_CONFLICT,
+            f"request id {request_id!r} was already used for a different request",
+            details={"request_id": request_id})
 
 
 class SenderBusy(RetryableError):

@@ -21,6 +21,14 @@ EVENT_ADDRESS_CREATED = "address.created"
 EVENT_COMMAND_REJECTED = "command.rejected"
 EVENT_CHAIN_UNAVAILABLE = "chain.unavailable"
 EVENT_CHAIN_RECOVERED = "chain.recovered"
+# The node lacks something the scanner would use (e.g. a tracer): what is not seen, said once.
+EVENT_CHAIN_DEGRADED = "chain.degraded"
+# The node serves another chain than configured: nothing is scanned or sent there.
+EVENT_CHAIN_MISMATCH = "chain.mismatch"
+# A height the node cannot serve for a non-transient reason: the watermark waits at it.
+EVENT_BLOCK_UNREADABLE = "block.unreadable"
+# The endpoint in use changed (the previous one was down, erroring or behind).
+EVENT_ENDPOINT_SWITCHED = "chain.endpoint_switched"
 
 # Fixed namespace: the same fact always gets the same event_id, on any host, after any retry.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a9e-3b0d-4c55-9a43-2f1e8d7b5c10")
@@ -48,7 +56,11 @@ class Envelope(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        try:
+            return orjson.dumps(self.model_dump(mode="json"))
+        except TypeError:
+            # An integer past 64 bits (a caller's `meta` may hold one): echoed exactly, never as a float.
+            return self.model_dump_json().encode()
 
 
 class AddressCreated(BaseModel):
@@ -105,3 +117,13 @@ def command_rejected_event(
         meta=meta,
     )
     return OutgoingEvent(topic=TOPIC_ERRORS, key=request_id, envelope=envelope)
+
+
+def chain_notice_event(chain_id: int, event_type: str, identity: tuple[str | int, ...],
+                       payload: dict[str, Any]) -> OutgoingEvent:
+    """An event about the chain or the node on `errors`, keyed `chain:<id>` so they stay in order."""
+    envelope = Envelope(
+        event_id=event_id_for(chain_id, event_type, *identity),
+        type=event_type, chain_id=chain_id, occurred_at=utc_now(), payload=payload,
+    )
+    return OutgoingEvent(topic=TOPIC_ERRORS, key=f"chain:{chain_id}", envelope=envelope)

@@ -6,12 +6,13 @@ through these same variables, so the dev stack and production differ only in val
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -35,8 +36,25 @@ class Settings(BaseSettings):
     # Small in tests: a group join waits for the rebalance timeout.
     kafka_max_poll_interval_ms: int = 300_000
 
+    # The node's JSON-RPC URL. It may carry a provider's API key: it is shown only as
+    # scheme://host:port anywhere (events, logs, task results, errors).
     eth_rpc_url: str = "http://127.0.0.1:8545"
-    # When unset, asked from the node once (eth_chainId) and cached for the process.
+    # Several endpoints, in order of preference (JSON list or comma-separated); when set, it
+    # replaces eth_rpc_url. One that is down, erroring or behind is skipped and tried again later.
+    eth_rpc_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # An endpoint that traces old blocks (an archive node), asked for the traces the main one pruned.
+    eth_trace_rpc_url: str | None = None
+    # Calls per second per endpoint across all workers (a batch item is a call, as providers count).
+    eth_rpc_max_rps: float | None = Field(default=None, gt=0)
+    # Largest JSON-RPC batch sent; lowered on its own when the endpoint refuses a size.
+    eth_rpc_max_batch: int = Field(default=200, ge=1)
+    # How long one request may wait out a provider's rate limit before the task retries later.
+    eth_rpc_max_wait_seconds: float = Field(default=30.0, gt=0)
+    eth_rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # An endpoint whose head is more than this many blocks behind the best one is skipped.
+    eth_rpc_max_lag_blocks: int = Field(default=5, ge=1)
+    # When unset, asked from the node once (eth_chainId) and cached for the process. When set, a
+    # node that serves another chain is refused.
     chain_id: int | None = None
 
     # The master key that wraps private keys at rest: 32 bytes as hex, or a file holding that hex.
@@ -101,6 +119,24 @@ class Settings(BaseSettings):
     # Threshold of tokens not in sweep_thresholds; unset: only listed tokens are swept.
     sweep_default_token_threshold: int | None = Field(default=None, gt=0)
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
+
+    # A height whose task failed this many times in a row is reported (`block.unreadable`).
+    scan_report_after_failures: int = Field(default=4, ge=1)
+
+    @field_validator("eth_rpc_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def rpc_endpoints(self) -> list[str]:
+        """The node endpoints in order of preference."""
+        return list(self.eth_rpc_urls) or [self.eth_rpc_url]
 
     @property
     def broker_url(self) -> str:

@@ -6,8 +6,12 @@ from functools import cached_property
 
 import redis
 
+from wallet.chain.budget import SharedCallBudget
+from wallet.chain.endpoints import FailoverRpc
 from wallet.chain.health import ChainHealth
+from wallet.chain.profile import NodeProfiles
 from wallet.chain.rpc import RpcClient
+from wallet.chain.transport import display_url
 from wallet.custody.envelope import Envelope
 from wallet.custody.master_key import load_master_key
 from wallet.custody.signer import Signer
@@ -47,7 +51,8 @@ class Wiring:
     def chain_id(self) -> int:
         if self.settings.chain_id is not None:
             return self.settings.chain_id
-        return self.rpc.chain_id()
+        with self._endpoint_client(self.settings.rpc_endpoints[0]) as rpc:
+            return rpc.chain_id()
 
     @cached_property
     def vault(self) -> KeyVault:
@@ -67,21 +72,51 @@ class Wiring:
         return Signer(self.vault)
 
     @cached_property
-    def rpc(self) -> RpcClient:
-        return RpcClient(self.settings.eth_rpc_url)
+    def rpc(self) -> RpcClient | FailoverRpc:
+        return self.new_rpc_client()
+
+    def new_rpc_client(self) -> RpcClient | FailoverRpc:
+        """A reader for the node (one per thread: it holds HTTP sessions), shaped by the settings:
+        batch cap, waits for rate limits, the shared calls-per-second budget, the trace endpoint,
+        and failover when several endpoints are configured."""
+        s = self.settings
+        clients = [self._endpoint_client(url) for url in s.rpc_endpoints]
+        if len(clients) == 1:
+            return clients[0]
+        return FailoverRpc(clients, self.redis, self.keyspace, self.chain_health, max_lag=s.eth_rpc_max_lag_blocks)
+
+    def _endpoint_client(self, url: str) -> RpcClient:
+        s = self.settings
+        trace_source = None
+        if s.eth_trace_rpc_url:
+            trace_source = RpcClient(s.eth_trace_rpc_url, timeout=s.eth_rpc_timeout_seconds,
+                                     max_batch=s.eth_rpc_max_batch, budget=self._budget(s.eth_trace_rpc_url),
+                                     max_wait=s.eth_rpc_max_wait_seconds)
+        return RpcClient(url, timeout=s.eth_rpc_timeout_seconds, max_batch=s.eth_rpc_max_batch,
+                         budget=self._budget(url), max_wait=s.eth_rpc_max_wait_seconds, trace_source=trace_source)
+
+    def _budget(self, url: str) -> SharedCallBudget | None:
+        rate = self.settings.eth_rpc_max_rps
+        return SharedCallBudget(self.redis, self.keyspace, url, rate) if rate else None
 
     @cached_property
     def scanner(self) -> DepositScanner:
         s = self.settings
         return DepositScanner(
-            self.redis, self.keyspace, self.rpc, TokenDirectory(self.redis, self.keyspace, s.eth_rpc_url),
+            self.redis, self.keyspace, self.rpc, TokenDirectory(self.redis, self.keyspace, self.rpc),
             self.outbox, self.chain_id, s.required_confirmations, s.reorg_margin, s.trace_internal_transfers,
-            rpc_factory=lambda: RpcClient(s.eth_rpc_url), fetch_parallelism=s.scan_fetch_parallelism,
+            rpc_factory=self.new_rpc_client, fetch_parallelism=s.scan_fetch_parallelism,
+            health=self.chain_health,
         )
 
     @cached_property
     def chain_health(self) -> ChainHealth:
-        return ChainHealth(self.redis, self.keyspace, self.outbox, self.chain_id, self.settings.eth_rpc_url)
+        return ChainHealth(self.redis, self.keyspace, self.outbox, self.chain_id,
+                           display_url(self.settings.rpc_endpoints[0]))
+
+    @cached_property
+    def node_profiles(self) -> NodeProfiles:
+        return NodeProfiles(self.redis, self.keyspace, self.chain_health, self.settings.chain_id)
 
     @cached_property
     def accounts(self) -> AccountService:
@@ -90,7 +125,7 @@ class Wiring:
     @cached_property
     def node(self) -> NodeGateway:
         """Node access for sending and tracking (one JSON-RPC session per thread)."""
-        return NodeGateway(self.settings.eth_rpc_url)
+        return NodeGateway(self.new_rpc_client)
 
     @cached_property
     def sending(self) -> SendService:

@@ -82,17 +82,42 @@ def block_ref(block: Any) -> BlockRef:
         raise _malformed("block", exc) from None
 
 
-def block_bundle(block: Any, receipts: Any, traces: Any | None) -> BlockBundle:
-    """eth_getBlockByNumber(n, true) + eth_getBlockReceipts(n) [+ debug_traceBlockByNumber(n,
-    callTracer)] -> BlockBundle. `traces=None`: internal transfers were not looked for.
+CALL_TRACER = "callTracer"  # debug_traceBlockByNumber(n, {"tracer": "callTracer"}): geth, Anvil, reth
+PARITY_TRACES = "trace_block"  # trace_block(n): erigon, nethermind, Anvil (OpenEthereum format)
+
+
+def block_bundle(block: Any, receipts: Any, traces: Any | None, trace_format: str = CALL_TRACER,
+                 untraced_reason: str | None = None) -> BlockBundle:
+    """eth_getBlockByNumber(n, true) + its receipts (eth_getBlockReceipts(n), or each
+    eth_getTransactionReceipt in transaction order) [+ the block's traces in `trace_format`] ->
+    BlockBundle. `traces=None`: internal transfers were not looked for (`untraced_reason` says why).
 
     Raises ChainDataInvalid when the parts do not belong together (receipts of another block: a
     reorg between the calls) or anything is malformed.
     """
     try:
-        return _block_bundle(block, receipts, traces)
+        bundle = _block_bundle(block, receipts, None)
+        if traces is None:
+            return _with_traces(bundle, None, untraced_reason or "disabled")
+        found = (_internal_transfers(traces, bundle.transactions) if trace_format == CALL_TRACER
+                 else _parity_transfers(traces, bundle.transactions))
+        return _with_traces(bundle, found, None)
     except MALFORMED as exc:
         raise _malformed("block data", exc) from None
+
+
+def _with_traces(bundle: BlockBundle, found: tuple[InternalTransfer, ...] | None, reason: str | None) -> BlockBundle:
+    return BlockBundle(bundle.number, bundle.hash, bundle.parent_hash, bundle.timestamp, bundle.transactions,
+                       bundle.logs, found, reason)
+
+
+def parity_internal_transfers(traces: Any, transactions: Sequence[Transaction]) -> tuple[InternalTransfer, ...]:
+    """trace_block(n) result (OpenEthereum/erigon/nethermind format) -> the ETH moved by inner calls,
+    with the same rules and `trace_path`s as `internal_transfers` (traceAddress is the same path)."""
+    try:
+        return _parity_transfers(traces, transactions)
+    except MALFORMED as exc:
+        raise _malformed("block trace", exc) from None
 
 
 def internal_transfers(traces: Any, transactions: Sequence[Transaction]) -> tuple[InternalTransfer, ...]:
@@ -213,3 +238,47 @@ def _walk(top: dict[str, Any], tx: Transaction, out: list[InternalTransfer]) -> 
         children = frame.get("calls")
         if children:
             stack.extend((children[i], f"{path}.{i}") for i in range(len(children) - 1, -1, -1))
+
+
+def _parity_transfers(traces: Any, transactions: Sequence[Transaction]) -> tuple[InternalTransfer, ...]:
+    if traces.__class__ is not list:
+        raise TypeError("block trace must be a list")
+    by_hash = {tx.hash: tx for tx in transactions}
+    out: list[InternalTransfer] = []
+    failed: dict[str, list[tuple[int, ...]]] = {}  # tx hash -> trace addresses of reverted frames
+    seen_txs: set[str] = set()
+    for trace in traces:
+        tx_hash = trace.get("transactionHash")
+        if tx_hash is None:
+            continue  # block and uncle rewards: not a transaction's transfer
+        tx = by_hash.get(_hash(tx_hash))
+        if tx is None:
+            raise ChainDataInvalid(f"a trace names tx {_short(tx_hash)}, not in the block (reorg between calls?)")
+        seen_txs.add(tx.hash)
+        path = tuple(int(i) for i in trace["traceAddress"])
+        if not path or not tx.succeeded:
+            continue  # the transaction itself, or all of a failed transaction
+        reverted = failed.setdefault(tx.hash, [])
+        if any(path[: len(r)] == r for r in reverted):
+            continue  # inside a reverted frame: nothing it did stands
+        if trace.get("error"):
+            reverted.append(path)
+            continue
+        kind = trace["type"]
+        action = trace["action"]
+        if kind == "call":
+            if str(action.get("callType", "call")).lower() != "call":
+                continue  # delegatecall/staticcall repeat the caller's value; callcode pays itself
+            sender, to, amount = action["from"], action["to"], action["value"]
+        elif kind == "create":
+            sender, to, amount = action["from"], trace["result"]["address"], action["value"]
+        elif kind in ("suicide", "selfdestruct"):
+            sender, to, amount = action["address"], action["refundAddress"], action["balance"]
+        else:
+            continue
+        value = _q(amount)
+        if value:
+            out.append(InternalTransfer(tx.hash, tx.index, ".".join(map(str, path)), _addr(sender), _addr(to), value))
+    if transactions and not seen_txs and any(tx.succeeded for tx in transactions):
+        raise ChainDataInvalid(f"no traces for a block of {len(transactions)} transactions (reorg between calls?)")
+    return tuple(out)

@@ -49,8 +49,11 @@ class BlockBundle:
     timestamp: int
     transactions: tuple[Transaction, ...]
     logs: tuple[Log, ...]  # every log of the block's successful transactions, in block order
-    # None when the node has no call tracer: internal transfers were not looked for.
+    # None when internal transfers were not looked for: `untraced_reason` says why.
     internal_transfers: tuple[InternalTransfer, ...] | None
+    # "disabled" (not asked for), "no_tracer" (the node has none), "pruned_state" (the node no
+    # longer keeps the state to trace this block): None when traced.
+    untraced_reason: str | None = None
 
 
 @dataclass(frozen=True)

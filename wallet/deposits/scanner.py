@@ -20,7 +20,8 @@ from itertools import islice
 import orjson
 import redis
 
-from wallet.chain.model import BlockBundle
+from wallet.chain.health import ChainHealth
+from wallet.chain.model import BlockBundle, BlockRef
 from wallet.chain.rpc import RpcClient
 from wallet.deposits.finder import chunks, find_deposits
 from wallet.deposits.model import (
@@ -36,11 +37,13 @@ from wallet.deposits.model import (
     deposit_to_json,
 )
 from wallet.deposits.tokens import TokenDirectory
+from wallet.errors import InvalidCommand
 from wallet.outbox import Outbox
 from wallet.state.blocks import BlockLedger
 from wallet.state.keyspace import Keyspace
 
 MEMBERSHIP_CHUNK = 1000
+INVALID_RESCAN = "invalid_rescan"
 STATUS_SEEN, STATUS_CONFIRMED, STATUS_REVERTED = "seen", "confirmed", "reverted"
 ETH_INFO = TokenInfo(ETH, ETH_DECIMALS)
 
@@ -61,19 +64,24 @@ class ScanStatus:
     scheduled: int | None
     inflight: int
     lag: int | None
+    # Heights recorded without internal transfers, and why ("no_tracer", "pruned_state").
+    untraced: dict[int, str]
+    # Heights the node could not serve: {height: {code, message, since}}.
+    unreadable: dict[int, dict]
 
 
 class DepositScanner:
     def __init__(self, client: redis.Redis, keyspace: Keyspace, rpc: RpcClient, tokens: TokenDirectory,
                  outbox: Outbox, chain_id: int, required_confirmations: int, reorg_margin: int,
                  trace_internal: bool, rpc_factory: Callable[[], RpcClient] | None = None,
-                 fetch_parallelism: int = 1) -> None:
+                 fetch_parallelism: int = 1, health: ChainHealth | None = None) -> None:
         self._redis = client
         self._rpc_factory = rpc_factory
         self._fetch_parallelism = fetch_parallelism if rpc_factory is not None else 1
         self._pool: ThreadPoolExecutor | None = None
         self._hot_wallet: str | None = None
         self._thread_clients = threading.local()
+        self._pool_clients: list[RpcClient] = []
         self._ks = keyspace
         self._rpc = rpc
         self._tokens = tokens
@@ -83,6 +91,8 @@ class DepositScanner:
         self._k = required_confirmations
         self._window = required_confirmations + reorg_margin
         self._trace = trace_internal
+        self._health = health
+        self._traced_ok: bool | None = None  # what the last block told: tracing works, or not
 
     @property
     def ledger(self) -> BlockLedger:
@@ -93,19 +103,32 @@ class DepositScanner:
         [result] = self.process_blocks([height])
         return result
 
-    def process_blocks(self, heights: list[int]) -> list[BlockResult]:
+    def process_blocks(self, heights: list[int], relearn: bool = False) -> list[BlockResult]:
         """Scan several heights, recording each block on its own. Catching up is bound by the
         node, so the node is kept busy: the group is fetched in chunks, `fetch_parallelism` of them
-        in flight while the blocks already fetched are recorded."""
-        with_traces = self._trace and self._rpc.supports_tracing()
+        in flight while the blocks already fetched are recorded. `relearn`: ask the node again what
+        it offers (a rescan after it was given a tracer) instead of trusting what was learned."""
+        if relearn:
+            for client in (self._rpc, *self._pool_clients):
+                client.forget_capabilities()
         results = []
-        for bundles in self._fetch_ahead(sorted(set(heights)), with_traces):
+        for bundles in self._fetch_ahead(sorted(set(heights)), self._trace):
             for bundle in bundles:
                 # One writer per height: a redelivered duplicate waits, then finds the work done.
-                with self._redis.lock(f"{self._ks.prefix}:lock:block:{bundle.number}", timeout=120,
-                                      blocking_timeout=130):
+                with self._redis.lock(self._ks.block_lock(bundle.number), timeout=120, blocking_timeout=130):
                     results.append(self._record(bundle))
+                self._announce_tracing(bundle)
         return results
+
+    def _announce_tracing(self, bundle: BlockBundle) -> None:
+        if self._health is None or not self._trace:
+            return
+        if bundle.internal_transfers is None:
+            self._health.degraded(bundle.untraced_reason or "no_tracer", bundle.number)
+        elif self._traced_ok is False or self._traced_ok is None:
+            # Tracing works (again): a later gap is a new episode, announced again.
+            self._health.tracing_restored()
+        self._traced_ok = bundle.internal_transfers is not None
 
     def _fetch_ahead(self, heights: list[int], with_traces: bool) -> Iterator[list[BlockBundle]]:
         """The blocks of `heights` in height order, chunk by chunk, fetching ahead (profiled:
@@ -131,6 +154,7 @@ class DepositScanner:
         if client is None:
             assert self._rpc_factory is not None
             client = self._thread_clients.rpc = self._rpc_factory()
+            self._pool_clients.append(client)
         return client.fetch_blocks(heights, with_traces=with_traces)
 
     def _fetch_pool(self) -> ThreadPoolExecutor:
@@ -142,20 +166,31 @@ class DepositScanner:
     def _record(self, bundle: BlockBundle) -> BlockResult:
         height = bundle.number
         previous = self._ledger.scanned_hash(height)
+        untraced = self._trace and bundle.internal_transfers is None
+        known: set[str] = set()
         if previous == bundle.hash:
-            pipe = self._redis.pipeline(transaction=True)
-            self._ledger.finish_in(pipe, height, bundle.hash)
-            pipe.execute()
-            return BlockResult(height, bundle.hash, 0, 0, already_done=True)
+            # Done before; unless it was recorded without traces and now has them (a rescan against
+            # a tracing node), in which case only the internal transfers are new.
+            if untraced or not self._trace or not self._ledger.untraced_reason(height):
+                pipe = self._redis.pipeline(transaction=True)
+                self._ledger.finish_in(pipe, height, bundle.hash)
+                pipe.execute()
+                return BlockResult(height, bundle.hash, 0, 0, already_done=True)
+            known = {i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))}
 
-        deposits = self._from_outside(find_deposits(bundle, self._watched))
+        deposits = [d for d in self._from_outside(find_deposits(bundle, self._watched)) if d.deposit_id not in known]
         tokens = {d.asset: self._token_info(d.asset) for d in deposits}
-        retracted = self._recorded_deposits(height) if previous is not None else []
+        retracted = self._recorded_deposits(height) if previous is not None and not known else []
 
         pipe = self._redis.pipeline(transaction=True)
         for old in retracted:
             self._retract_in(pipe, old)
-        pipe.delete(self._ks.block_deposits(height))
+        if not known:
+            pipe.delete(self._ks.block_deposits(height))
+        if untraced:
+            self._ledger.mark_untraced_in(pipe, height, bundle.untraced_reason or "no_tracer")
+        else:
+            self._ledger.clear_untraced_in(pipe, height)
         for deposit in deposits:
             pipe.hset(self._ks.deposit(deposit.deposit_id), mapping={
                 "deposit": orjson.dumps(deposit_to_json(deposit)), "status": STATUS_SEEN})
@@ -207,28 +242,42 @@ class DepositScanner:
         return ETH_INFO if asset == ETH else self._tokens.info(asset)
 
     # ------------------------------------------------------------------ scheduling
-    def plan(self, head: int, *, start_height: int | None, max_new: int, stale_seconds: float) -> list[int]:
-        """Heights to hand out now. The caller enqueues them, then calls `mark_scheduled`."""
-        self._ledger.initialize(head if start_height is None else start_height)
+    def plan(self, head: BlockRef, *, start_height: int | None, max_new: int, stale_seconds: float) -> SchedulePlan:
+        """Heights to hand out now. The caller enqueues them, then calls `mark_scheduled(plan)`."""
+        self._ledger.initialize(head.number if start_height is None else start_height)
         scheduled = self._ledger.scheduled_height()
         assert scheduled is not None
-        new = list(range(scheduled + 1, min(head, scheduled + max_new) + 1))
+        new = list(range(scheduled + 1, min(head.number, scheduled + max_new) + 1))
         lost = self._ledger.stale_inflight(stale_seconds)
-        reorged = self.reorged_heights(head)
-        return sorted(set(new) | set(lost) | set(reorged))
+        reorged, checked = self.reorged_heights(head)
+        return SchedulePlan(sorted(set(new) | set(lost) | set(reorged)), head.hash, checked)
 
-    def mark_scheduled(self, heights: list[int]) -> None:
-        self._ledger.mark_scheduled(heights)
+    def mark_scheduled(self, plan: SchedulePlan) -> None:
+        """After enqueueing: the heights are handed out, and the reorg check they came from is done.
+        In this order: a crash in between repeats the check, never skips it."""
+        self._ledger.mark_scheduled(plan.heights)
+        self._ledger.mark_checked(plan.head_hash, plan.checked)
 
-    def reorged_heights(self, head: int) -> list[int]:
-        """Recent heights where the chain's block is not the one we scanned."""
-        low = max(0, head - self._window)
-        stored = {h: v for h, v in self._ledger.scanned_hashes(list(range(low, head + 1))).items() if v}
+    def reorged_heights(self, head: BlockRef) -> tuple[list[int], list[int]]:
+        """Recent heights where the chain's block is not the one we scanned, and the heights whose
+        recording this check covered.
+
+        A block's hash commits to all its ancestors, so while the head block is the one of the
+        last check, only heights recorded since then can hold a block of another branch (a task
+        that fetched just before a reorg): only those are asked of the node. Otherwise (a new head)
+        the whole window is. On an idle chain that is no call at all; while catching up, a few."""
+        low = max(0, head.number - self._window)
+        unchecked = self._ledger.unchecked_heights()
+        if head.hash == self._ledger.checked_head():
+            candidates = [h for h in unchecked if low <= h <= head.number]
+        else:
+            candidates = list(range(low, head.number + 1))
+        stored = {h: v for h, v in self._ledger.scanned_hashes(candidates).items() if v}
         if not stored:
-            return []
+            return [], unchecked
         refs = self._rpc.block_refs(sorted(stored))
         # A height the node no longer has (chain rolled back) is re-checked once it exists again.
-        return [h for h, ours in stored.items() if refs.get(h) is not None and refs[h].hash != ours]
+        return [h for h, ours in stored.items() if refs.get(h) is not None and refs[h].hash != ours], unchecked
 
     # ------------------------------------------------------------------ confirmations
     def confirm(self, head: int) -> int:
@@ -273,7 +322,36 @@ class DepositScanner:
             head=head, watermark=watermark, scheduled=self._ledger.scheduled_height(),
             inflight=self._ledger.inflight_count(),
             lag=(head - watermark) if head is not None and watermark is not None else None,
+            untraced=self._ledger.untraced(),
+            unreadable=self._health.unreadable_heights() if self._health is not None else {},
         )
+
+    def rescan_heights(self, head: int, start: int | None, end: int | None, untraced: bool) -> list[int]:
+        """The heights a rescan hands out: `start..end` cut at the head, or the untraced ones.
+        Raises InvalidCommand (`invalid_rescan`) for a range that is empty or wholly beyond the head:
+        tasks for blocks that do not exist would only retry."""
+        if untraced:
+            return sorted(h for h in self._ledger.untraced() if h <= head)
+        if start is None or end is None or start < 0 or end < start:
+            raise InvalidCommand(INVALID_RESCAN, f"a rescan needs 0 <= start <= end, got {start}..{end}")
+        if start > head:
+            raise InvalidCommand(INVALID_RESCAN, f"height {start} is beyond the chain's head {head}",
+                                 details={"head": head})
+        return list(range(start, min(end, head) + 1))
+
+    def report_unreadable(self, heights: list[int], code: str, message: str) -> int:
+        """After repeated failures: each height the task could not read gets one `block.unreadable`
+        event (per height and code). Returns how many were newly reported."""
+        if self._health is None:
+            return 0
+        return sum(self._health.unreadable(h, code, message) for h in heights)
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    heights: list[int]  # to hand out: new, lost with a dead worker, reorged
+    head_hash: str  # the head the reorg check was made against
+    checked: list[int]  # recorded heights the check covered
 
 
 def height_groups(heights: list[int], size: int) -> list[list[int]]:

@@ -8,7 +8,7 @@ may run in a threads-pool worker.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -81,16 +81,15 @@ def _receipt(raw: dict[str, Any]) -> Receipt:
 
 
 class NodeGateway:
-    def __init__(self, rpc_url: str, timeout: float = 10.0) -> None:
-        self._url = rpc_url
-        self._timeout = timeout
+    def __init__(self, new_client: Callable[[], RpcClient]) -> None:
+        self._new_client = new_client
         self._local = threading.local()
 
     @property
     def rpc(self) -> RpcClient:
         client = getattr(self._local, "rpc", None)
         if client is None:
-            client = self._local.rpc = RpcClient(self._url, timeout=self._timeout)
+            client = self._local.rpc = self._new_client()
         return client
 
     def batch(self, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:

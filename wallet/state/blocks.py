@@ -88,6 +88,22 @@ class BlockLedger:
                   1, self._ks.scheduled_height, max(heights))
         pipe.execute()
 
+    def checked_head(self) -> str | None:
+        """The head block hash the last completed reorg check was made against."""
+        value = self._redis.get(self._ks.checked_head)
+        return value.decode() if value is not None else None
+
+    def unchecked_heights(self) -> list[int]:
+        """Heights recorded since the last reorg check."""
+        return sorted(int(h) for h in self._redis.smembers(self._ks.unchecked_heights))
+
+    def mark_checked(self, head_hash: str, heights: list[int]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._ks.checked_head, head_hash)
+        if heights:
+            pipe.srem(self._ks.unchecked_heights, *(str(h) for h in heights))
+        pipe.execute()
+
     def stale_inflight(self, older_than_seconds: float, now: float | None = None) -> list[int]:
         """Heights whose task has not finished for a while: lost with a dead worker, to re-enqueue."""
         now = time.time() if now is None else now
@@ -109,12 +125,29 @@ class BlockLedger:
     def finish_in(self, pipe: redis.client.Pipeline, height: int, block_hash: str) -> None:
         """Queue on the caller's MULTI: the height is done with this hash; advance the watermark."""
         pipe.hset(self._ks.block_hashes, str(height), block_hash)
+        pipe.hdel(self._ks.unreadable_heights, str(height))  # it reads now
+        pipe.sadd(self._ks.unchecked_heights, str(height))  # for the next reorg check
         pipe.zadd(self._ks.done_heights, {str(height): height})
         self._advance(
             keys=[self._ks.watermark, self._ks.done_heights, self._ks.outbox, self._ks.inflight],
             args=[f"{self._ks.prefix}:blocks:staged:", height, *ENTRY_FIELDS],
             client=pipe,
         )
+
+    def mark_untraced_in(self, pipe: redis.client.Pipeline, height: int, reason: str) -> None:
+        """Queue on the caller's MULTI: the height was checked without internal transfers."""
+        pipe.hset(self._ks.untraced_blocks, str(height), reason)
+
+    def clear_untraced_in(self, pipe: redis.client.Pipeline, height: int) -> None:
+        pipe.hdel(self._ks.untraced_blocks, str(height))
+
+    def untraced_reason(self, height: int) -> str | None:
+        value = self._redis.hget(self._ks.untraced_blocks, str(height))
+        return value.decode() if value is not None else None
+
+    def untraced(self) -> dict[int, str]:
+        """Every height recorded without internal transfers, with the reason."""
+        return {int(h): v.decode() for h, v in self._redis.hgetall(self._ks.untraced_blocks).items()}
 
     def stage_in(self, pipe: redis.client.Pipeline, height: int, event: OutgoingEvent) -> None:
         """Queue on the caller's MULTI: the event goes out when the watermark passes `height`."""

@@ -53,6 +53,11 @@ class Keyspace:
         """What a request already produced, so a redelivered task does not do it twice."""
         return f"{self.prefix}:request:{request_id}"
 
+    def request_conflict(self, request_id: str) -> str:
+        """Set once the reuse of a done request's id for another request was reported on `errors`
+        (its `request` key holds the first request's outcome, so cannot say so)."""
+        return f"{self.prefix}:request:{request_id}:conflict"
+
     @property
     def outbox(self) -> str:
         """STREAM of events waiting for the bridge to forward them to Kafka."""
@@ -88,6 +93,17 @@ class Keyspace:
         """HASH height -> hash of the block we scanned there, kept for recent heights (reorg checks)."""
         return f"{self.prefix}:blocks:hash"
 
+    @property
+    def checked_head(self) -> str:
+        """STRING: hash of the head block the last reorg check was made against."""
+        return f"{self.prefix}:blocks:checked-head"
+
+    @property
+    def unchecked_heights(self) -> str:
+        """SET of heights recorded since the last reorg check: the only ones it must ask about while
+        the head stays the same."""
+        return f"{self.prefix}:blocks:unchecked"
+
     def staged_events(self, height: int) -> str:
         """LIST of outbox entries of a block, released in height order as the watermark passes it."""
         return f"{self.prefix}:blocks:staged:{height}"
@@ -112,6 +128,39 @@ class Keyspace:
     @property
     def scheduler_lock(self) -> str:
         return f"{self.prefix}:lock:scheduler"
+
+    def block_lock(self, height: int) -> str:
+        """One writer per height: a redelivered duplicate block task waits, then finds it done."""
+        return f"{self.prefix}:lock:block:{height}"
+
+    @property
+    def untraced_blocks(self) -> str:
+        """HASH height -> why its internal transfers were not looked for (no tracer, pruned state):
+        the heights a rescan against a tracing node completes."""
+        return f"{self.prefix}:blocks:untraced"
+
+    @property
+    def unreadable_heights(self) -> str:
+        """HASH height -> JSON {code, message, since}: heights the node could not serve, reported."""
+        return f"{self.prefix}:blocks:unreadable"
+
+    def chain_notice(self, name: str) -> str:
+        """STRING set while a once-per-episode notice (degraded tracing, chain id mismatch) stands."""
+        return f"{self.prefix}:chain:notice:{name}"
+
+    @property
+    def node_capabilities(self) -> str:
+        """HASH endpoint id -> JSON of what the endpoint offers (probed): shown by `scan status`."""
+        return f"{self.prefix}:chain:capabilities"
+
+    def rpc_budget(self, endpoint_id: str) -> str:
+        """HASH of the shared calls-per-second budget of one endpoint (tokens, last refill)."""
+        return f"{self.prefix}:chain:budget:{endpoint_id}"
+
+    @property
+    def endpoint_health(self) -> str:
+        """HASH endpoint id -> JSON {down_until, reason}: endpoints skipped until then."""
+        return f"{self.prefix}:chain:endpoints"
 
     @property
     def chain_outage(self) -> str:

@@ -1,0 +1,128 @@
+"""The blocks benchmark behind a hosted provider's limits, and with node and system on cores of
+their own.
+
+Behind the provider-like proxy (batches of at most 10, 300 calls/s counting each batch item, no
+`eth_getBlockReceipts`), the ceiling is the allowance, not the CPU: a block of 50 transactions
+costs 51 calls. The baseline is a plain, well-behaved client under the same caps (block, then its
+receipts one call each, in batches of 10, paced to the allowance); the system is a second
+deployment on the same chain pointed at the proxy with WALLET_ETH_RPC_MAX_RPS and
+WALLET_ETH_RPC_MAX_BATCH set to the plan's figures. Both are measured in the same run.
+
+`pin()` puts a stack's processes (and their pool children) on given cores, as `taskset` does, so
+the plain run can show the system's own cost with the node on core 0 and everything else on 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import requests
+
+from tests.provider_proxy import ProviderProxy, ProxyLimits
+from workers.devstack import Stack
+
+PROVIDER_BATCH = 10
+PROVIDER_RPS = 300.0
+PROVIDER_LIMITS = ProxyLimits(batch_cap=PROVIDER_BATCH, max_rps=PROVIDER_RPS,
+                              dropped_methods=frozenset({"eth_getBlockReceipts"}))
+
+
+def provider_proxy(stack: Stack) -> ProviderProxy:
+    return ProviderProxy(stack.rpc_url, PROVIDER_LIMITS)
+
+
+def system_env(proxy: ProviderProxy) -> dict[str, str]:
+    """What a user of such a plan sets: its URL, its rate and its batch cap."""
+    return {"WALLET_ETH_RPC_URL": proxy.url, "WALLET_ETH_RPC_MAX_RPS": str(PROVIDER_RPS),
+            "WALLET_ETH_RPC_MAX_BATCH": str(PROVIDER_BATCH)}
+
+
+class _Pace:
+    """A client-side token bucket of `rate` calls per second with one second of burst: what a
+    careful plain client does, and the shape of the provider's own limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.at = time.monotonic()
+
+    def take(self, calls: int) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= calls:
+                self.tokens -= calls
+                return
+            time.sleep((calls - self.tokens) / self.rate)
+
+
+def plain_fetch(url: str, heights: Sequence[int]) -> dict[str, Any]:
+    """Block(full), then each transaction's receipt, in batches of PROVIDER_BATCH, paced to
+    PROVIDER_RPS: the best a plain client does under the plan's caps."""
+    session = requests.Session()
+    session.headers.update({"Content-Type": "application/json"})
+    pace = _Pace(PROVIDER_RPS)
+
+    def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        out = []
+        for start in range(0, len(calls), PROVIDER_BATCH):
+            chunk = calls[start : start + PROVIDER_BATCH]
+            pace.take(len(chunk))
+            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
+            answer = orjson.loads(session.post(url, data=orjson.dumps(body), timeout=60).content)
+            if not isinstance(answer, list) or any("error" in a for a in answer):
+                raise RuntimeError(f"plain fetch refused: {str(answer)[:200]}")
+            out.extend(a["result"] for a in sorted(answer, key=lambda a: a["id"]))
+        return out
+
+    started = time.perf_counter()
+    txs = 0
+    for start in range(0, len(heights), PROVIDER_BATCH):
+        blocks = batch([("eth_getBlockByNumber", [hex(h), True]) for h in heights[start : start + PROVIDER_BATCH]])
+        hashes = [tx["hash"] for block in blocks for tx in block["transactions"]]
+        receipts = batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+        if any(r is None for r in receipts):
+            raise RuntimeError("a receipt is missing")
+        txs += len(hashes)
+    seconds = time.perf_counter() - started
+    return {"blocks": len(heights), "txs": txs, "seconds": seconds, "blocks_per_s": len(heights) / seconds,
+            "calls_per_s": (len(heights) + txs) / seconds}
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process of a process group (a worker and its pool children)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pin(stack: Stack, names: Sequence[str], cores: set[int]) -> None:
+    """Put the named processes of `stack` (each with all of its group) on `cores`."""
+    for name in names:
+        pid = stack.pid(name)
+        if pid is None:
+            continue
+        for member in group_pids(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or not ours
+                os.sched_setaffinity(member, cores)
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
