@@ -19,10 +19,10 @@ const SRC_DIR = path.join(ROOT, "contracts");
 const OUT_DIR = path.join(ROOT, "wallet", "contracts");
 
 // Pinned so the bytecode does not change with the compiler's default and runs on any chain
-// (and Anvil hardfork) from Cancun on.
+// (and dev node) from Shanghai on: Ganache 7 stops at Shanghai (no Cancun MCOPY).
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
-  evmVersion: "cancun",
+  evmVersion: "shanghai",
   outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
 };
 

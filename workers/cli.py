@@ -8,7 +8,8 @@ import signal
 import threading
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -18,10 +19,11 @@ from rich.table import Table
 
 from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
 from workers.cli_keys import keys_app
-from workers.devstack import ALL, Stack, StackError
+from workers.devstack import EXTERNAL, NODE_KINDS, Stack, StackError, public_url
 
 app = typer.Typer(help="Ethereum wallet manager.", no_args_is_help=True)
-stack_app = typer.Typer(help="The embedded dev stack: Redis, Tansu, Anvil, workers, beat, bridge, Flower.",
+stack_app = typer.Typer(help="The embedded dev stack: Redis, Tansu, an Ethereum node, workers, beat, bridge, "
+                        "Flower.",
                         no_args_is_help=True)
 account_app = typer.Typer(help="Deposit accounts.", no_args_is_help=True)
 topic_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
@@ -34,6 +36,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(topic_app, name="topics", hidden=True)
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _meta_option(meta: str) -> Any:
@@ -49,20 +52,51 @@ def _settings():
     return Settings()
 
 
+def _refused(code: str, message: str, details: dict[str, Any] | None = None) -> NoReturn:
+    """A request the system refused: `error [code] message` (and which fields) on stderr, exit 1.
+    Escaped: rich would take `[code]` for markup and drop it."""
+    err_console.print(f"[red]error[/] {escape(f'[{code}] {message}')}")
+    for problem in (details or {}).get("errors") or []:
+        if isinstance(problem, dict):
+            where = ".".join(str(part) for part in problem.get("loc", [])) or "command"
+            err_console.print(f"  {escape(where)}: {escape(str(problem.get('msg', '')))}")
+    raise typer.Exit(1)
+
+
+def _task_failed(exc: Exception) -> NoReturn:
+    """A task's error as its code and message, not a traceback (the code is also on `errors`)."""
+    _refused(getattr(exc, "code", None) or type(exc).__name__, str(exc) or repr(exc), getattr(exc, "details", None))
+
+
 # ---------------------------------------------------------------- stack
 @stack_app.command("up")
 def stack_up(
     home: HomeOption = DEFAULT_HOME,
     detach: Annotated[bool, typer.Option(help="Return once it is up, leaving it running.")] = False,
     demo: Annotated[bool, typer.Option(help="Create an account through Kafka and show its event.")] = True,
+    node: Annotated[str | None, typer.Option(
+        help="The dev node to start: anvil (default), ganache or hardhat.")] = None,
+    rpc_url: Annotated[str | None, typer.Option(
+        help="Use the node at this http(s) URL instead of starting one (its chain id is read from it).")] = None,
 ) -> None:
     """Start every process, show the system working, and run until Ctrl-C."""
+    if node is not None and rpc_url is not None:
+        raise typer.BadParameter("--node and --rpc-url exclude each other: a started node, or yours")
+    if node is not None and node not in NODE_KINDS:
+        raise typer.BadParameter(f"--node is one of {', '.join(NODE_KINDS)}")
+    if rpc_url is not None and urlsplit(rpc_url).scheme not in ("http", "https"):
+        raise typer.BadParameter("--rpc-url must be an http:// or https:// URL")
     stack = Stack.load_or_create(home)
     running = [name for name, alive in stack.status().items() if alive]
     if running:
         console.print(f"[red]this stack is already running[/] ({', '.join(running)}): "
                       f"see `wallet stack status`, or stop it with `wallet stack down`")
         raise typer.Exit(1)
+    if rpc_url:
+        stack.use_node(EXTERNAL, rpc_url)
+    else:
+        stack.use_node(node or "anvil")
+    stack.save()
     if stack.ensure_master_key():
         console.print(f"[yellow]created a new dev master key at {stack.master_key_file}[/] (keep it: "
                       "the keys in this stack's Redis are sealed with it)")
@@ -90,7 +124,7 @@ def stack_up(
         signal.signal(sig, lambda *_: stopped.set())
     try:
         while not stopped.wait(1.0):
-            dead = [n for n in ALL if not stack.alive(n)]
+            dead = [n for n, alive in stack.status().items() if not alive]
             if dead:
                 console.print(f"[red]exited:[/] {', '.join(dead)}; see {stack.logs}/")
                 break
@@ -117,12 +151,15 @@ def _demo(stack: Stack) -> None:
     console.print(f"demo: read back from [bold]{TOPIC_ADDRESS_CREATED}[/] "
                   f"after {time.monotonic() - started:.2f}s:")
     console.print(JSON.from_data(event))
+    if stack.config.node == EXTERNAL:
+        console.print("demo: the sample-token part is skipped on an outside node (it needs dev-chain ETH)")
+        return
     _demo_token(stack, event["payload"]["address"])
 
 
 def _demo_token(stack: Stack, deposit_address: str) -> None:
     """The sample ERC-20: deployed by the hot wallet, then paid to the demo's new address, both as
-    commands on Kafka. The hot wallet is given dev-chain ETH first (anvil_setBalance)."""
+    commands on Kafka. The hot wallet is given dev-chain ETH first (the node's set-balance call)."""
     from web3 import HTTPProvider, Web3
 
     from tasks.sending import hot_wallet_address
@@ -132,7 +169,9 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
     settings = _settings()
     w3 = Web3(HTTPProvider(stack.rpc_url))
     hot = hot_wallet_address.delay().get(timeout=30)
-    w3.provider.make_request("anvil_setBalance", [hot, hex(100 * 10**18)])
+    set_balance = {"ganache": "evm_setAccountBalance", "hardhat": "hardhat_setBalance"}.get(
+        stack.config.node, "anvil_setBalance")
+    w3.provider.make_request(set_balance, [hot, hex(100 * 10**18)])
     artifact = load_artifact("SampleToken")
     deploy_id = f"demo-deploy-{uuid.uuid4().hex[:8]}"
     _produce(settings, TOPIC_COMMAND, json.dumps({
@@ -186,7 +225,8 @@ def _print_status(stack: Stack) -> None:
         table.add_row(name, "[green]running[/]" if alive else "[red]stopped[/]",
                       str(stack.pid(name) or "-"), str(stack.logs / f"{name}.log"))
     console.print(table)
-    console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  anvil {stack.rpc_url}")
+    console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  "
+                  f"node {stack.config.node} {escape(public_url(stack.rpc_url))} (chain id {stack.config.chain_id})")
 
 
 # ---------------------------------------------------------------- accounts
@@ -204,17 +244,23 @@ def account_create(
     if via == "celery":
         from tasks.accounts import create_account
 
-        result = create_account.delay(meta=meta_obj, count=count).get(timeout=wait)
+        try:
+            result = create_account.delay(meta=meta_obj, count=count).get(timeout=wait)
+        except Exception as exc:  # noqa: BLE001 - the task's error, as its code and message
+            _task_failed(exc)
         console.print(JSON.from_data(result))
     elif via == "kafka":
         request_id = f"cli-{uuid.uuid4()}"
-        command = {"type": "create_account", "meta": meta_obj, "count": count, "request_id": request_id}
+        # request_id first: a rejection echoes the start of the message, and is matched by it.
+        command = {"type": "create_account", "request_id": request_id, "count": count, "meta": meta_obj}
         settings = _settings()
         _produce(settings, "command", json.dumps(command).encode())
-        events = _collect(settings, "address.created",
-                          lambda e: e["payload"].get("request_id") == request_id, count, wait)
+        events, rejection = _await_reply(settings, request_id, count, wait)
         for event in events:
             console.print(JSON.from_data(event))
+        if rejection is not None:
+            payload = rejection.get("payload", {})
+            _refused(str(payload.get("code")), str(payload.get("message")), payload.get("details"))
         if len(events) < count:
             console.print(f"[red]only {len(events)} of {count} events within {wait}s[/]")
             raise typer.Exit(1)
@@ -223,10 +269,12 @@ def account_create(
 
 
 # ---------------------------------------------------------------- sending
-@app.command("send")
+# ignore_unknown_options: `send 0x.. -5` passes "-5" as the amount (refused as invalid_amount by the
+# task's validation), not "No such option: -5".
+@app.command("send", context_settings={"ignore_unknown_options": True})
 def send(
     to: Annotated[str, typer.Argument(help="Recipient address.")],
-    amount: Annotated[str, typer.Argument(help="Base units (wei, or the token's smallest unit).")],
+    amount: Annotated[str, typer.Argument(help="Base units (wei, or the token's smallest unit): a whole number > 0.")],
     asset: Annotated[str, typer.Option(help='"ETH" or a token contract address.')] = "ETH",
     from_address: Annotated[str | None, typer.Option("--from", help="A managed address; default: the hot wallet.")]
     = None,
@@ -243,16 +291,15 @@ def send(
     try:
         result = send_transaction.delay(to=to, amount=amount, asset=asset, from_address=from_address,
                                         request_id=request_id or f"cli-{uuid.uuid4()}", meta=meta_obj).get(timeout=wait)
-    except Exception as exc:  # noqa: BLE001 - the task's error, shown as is (its code is on `errors`)
-        console.print(f"[red]not sent:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - the task's error, as its code and message (also on `errors`)
+        _task_failed(exc)
     console.print(JSON.from_data(result))
 
 
 # ---------------------------------------------------------------- scanning
 @scan_app.command("status")
 def scan_status(home: HomeOption = DEFAULT_HOME) -> None:
-    """Head, watermark, lag in blocks, blocks in flight."""
+    """Head, watermark, lag, blocks in flight; what the node offers; heights it could not serve or trace."""
     from tasks.deps import wiring
     from wallet.errors import ChainUnavailable
 
@@ -269,21 +316,61 @@ def scan_status(home: HomeOption = DEFAULT_HOME) -> None:
                     (status.head, status.watermark, status.scheduled, status.lag, status.inflight)))
     console.print(table)
 
+    nodes = Table("endpoint", "chain id", "client", "receipts", "tracer", "batches", title="node")
+    for caps in w.node_profiles.known():
+        nodes.add_row(escape(caps["endpoint"]), str(caps["chain_id"]), escape(caps["client_version"]),
+                      "eth_getBlockReceipts" if caps["block_receipts"] else "eth_getTransactionReceipt each",
+                      caps["tracer"] if caps["tracer"] != "none" else "[yellow]none: internal transfers not seen[/]",
+                      f"up to {caps['batch_limit']}" if caps["batching"] else "refused (one call per request)")
+    console.print(nodes)
+    if status.unreadable:
+        bad = Table("height", "code", "since", "reason", title="[red]heights the node could not serve[/]")
+        for height, why in sorted(status.unreadable.items()):
+            bad.add_row(str(height), why["code"], why["since"], escape(why["message"][:120]))
+        console.print(bad)
+    if status.untraced:
+        console.print(f"[yellow]checked without internal transfers:[/] {_ranges(status.untraced)} "
+                      "(`wallet scan rescan --untraced` against a tracing node completes them)")
+
+
+def _ranges(heights: dict[int, str]) -> str:
+    """{5: "no_tracer", 6: "no_tracer", 9: "pruned_state"} -> "5-6 (no_tracer), 9 (pruned_state)"."""
+    runs: list[list] = []
+    for height in sorted(heights):
+        if runs and height == runs[-1][1] + 1 and heights[height] == runs[-1][2]:
+            runs[-1][1] = height
+        else:
+            runs.append([height, height, heights[height]])
+    shown = [f"{a}-{b} ({why})" if a != b else f"{a} ({why})" for a, b, why in runs[:20]]
+    return ", ".join(shown) + (f", ... {len(runs) - 20} more ranges" if len(runs) > 20 else "")
+
 
 @scan_app.command("rescan")
 def scan_rescan(
-    start: Annotated[int, typer.Argument(min=0)],
-    end: Annotated[int, typer.Argument(min=0)],
+    start: Annotated[int | None, typer.Argument(min=0)] = None,
+    end: Annotated[int | None, typer.Argument(min=0)] = None,
+    untraced: Annotated[bool, typer.Option("--untraced", help="Every height checked without internal "
+                                           "transfers (after pointing WALLET_ETH_TRACE_RPC_URL at a tracing node).")]
+    = False,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
-    """Scan heights START..END again; deposits already recorded for the same block emit nothing."""
+    """Scan heights START..END again (cut at the head); deposits already recorded emit nothing."""
     from tasks.blocks import rescan
 
-    if end < start:
+    if not untraced and (start is None or end is None):
+        raise typer.BadParameter("give START and END, or --untraced")
+    if not untraced and end < start:  # type: ignore[operator]  # both set here
         raise typer.BadParameter("END must be >= START")
     use_dev_stack(home)
-    result = rescan.delay(start, end).get(timeout=30)
-    console.print(f"enqueued {result['enqueued']} heights ({start}..{end})")
+    try:
+        result = rescan.delay(start, end, untraced).get(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - the task's error (e.g. invalid_rescan), shown as is
+        console.print(f"[red]not rescanned:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if result["enqueued"]:
+        console.print(f"enqueued {result['enqueued']} heights ({result['first']}..{result['last']}; head {result['head']})")
+    else:
+        console.print(f"nothing to rescan (head {result['head']})")
 
 
 # ---------------------------------------------------------------- topics
@@ -363,6 +450,41 @@ def _collect(settings: Any, topic: str, match, count: int, timeout: float) -> li
     finally:
         consumer.close()
     return found
+
+
+def _await_reply(settings: Any, request_id: str, count: int, timeout: float
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The `address.created` events of a request, or its `command.rejected` on `errors`, whichever
+    comes; the rejection is matched by the request id in its echo of the request."""
+    from kafka import KafkaConsumer
+
+    from wallet.events import EVENT_COMMAND_REJECTED, TOPIC_ADDRESS_CREATED, TOPIC_ERRORS
+    from wallet.kafka import client_config, topic_name
+
+    created_topic = topic_name(settings, TOPIC_ADDRESS_CREATED)
+    consumer = KafkaConsumer(created_topic, topic_name(settings, TOPIC_ERRORS), **client_config(settings),
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    try:
+                        event = json.loads(record.value)
+                    except ValueError:
+                        continue
+                    if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
+                        continue
+                    if record.topic == created_topic:
+                        if event["payload"].get("request_id") == request_id:
+                            found.append(event)
+                    elif (event.get("type") == EVENT_COMMAND_REJECTED
+                          and request_id in json.dumps(event["payload"].get("request"))):
+                        return found, event
+    finally:
+        consumer.close()
+    return found, None
 
 
 def _first_matching(settings: Any, topic: str, match, timeout: float) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +28,24 @@ PYTHON = sys.executable
 
 # Preferred ports; any that is taken is replaced by a free one, so the stack never fights the
 # machine's own Redis (6379) or another stack.
-DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "anvil": 18545, "flower": 15555}
+DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "node": 18545, "flower": 15555}
 
-INFRA = ("redis", "kafka", "anvil")
+# "node" is the Ethereum node process, of the kind StackConfig.node names (none for "external").
+INFRA = ("redis", "kafka", "node")
 APP = ("worker-keys", "worker", "bridge", "beat", "command-consumer", "flower")
 ALL = INFRA + APP
+
+
+# The node kinds the stack can run, plus "external": a node of your own, given by its URL.
+NODE_KINDS = ("anvil", "ganache", "hardhat")
+EXTERNAL = "external"
+DEFAULT_CHAIN_ID = 31337
+
+# Anvil's first default account: the local nodes all fund it (its key is public knowledge, test
+# chains only), so tests and demos pay from the same account on every node kind.
+DEV_FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+DEV_FUNDER_BALANCE_WEI = 10**24  # 1,000,000 ETH
+HARDHAT_CONFIG = REPO_ROOT / "devnodes" / "hardhat" / "hardhat.config.js"
 
 
 class StackError(RuntimeError):
@@ -51,6 +66,85 @@ def anvil_binary() -> Path:
         raise StackError(f"anvil not found at {path}: run ./dev setup")
     _ensure_executable(path)
     return path
+
+
+def node_js_binary() -> str:
+    found = _which("node")
+    if not found:
+        raise StackError("node (Node.js 18+) not found: Ganache and Hardhat run on it")
+    return found
+
+
+def _npm_script(*parts: str) -> Path:
+    path = REPO_ROOT.joinpath("node_modules", *parts)
+    if not path.exists():
+        raise StackError(f"{parts[0]} not found at {path}: run ./dev setup")
+    return path
+
+
+# ---- one function per node kind: its command line, listening on loopback only, instamine
+def anvil_argv(port: int, chain_id: int) -> list[str]:
+    return [str(anvil_binary()), "--port", str(port), "--host", "127.0.0.1", "--chain-id", str(chain_id)]
+
+
+def ganache_argv(port: int, chain_id: int) -> list[str]:
+    # The funder's key in argv is the public dev key, nothing secret.
+    return [node_js_binary(), str(_npm_script("ganache", "dist", "node", "cli.js")),
+            "--wallet.accounts", f"{DEV_FUNDER_KEY},{hex(DEV_FUNDER_BALANCE_WEI)}",
+            "--chain.chainId", str(chain_id), "--server.host", "127.0.0.1", "--server.port", str(port),
+            "--logging.quiet"]
+
+
+def hardhat_argv(port: int, chain_id: int) -> list[str]:
+    # The chain id reaches hardhat.config.js as HARDHAT_CHAIN_ID (node_env). Hardhat must be run
+    # from where it resolves its own local install: the repository (the stack's cwd).
+    return [node_js_binary(), str(_npm_script("hardhat", "internal", "cli", "bootstrap.js")), "node",
+            "--config", str(HARDHAT_CONFIG), "--hostname", "127.0.0.1", "--port", str(port)]
+
+
+NODE_ARGV: dict[str, Callable[[int, int], list[str]]] = {
+    "anvil": anvil_argv, "ganache": ganache_argv, "hardhat": hardhat_argv,
+}
+
+
+def node_env(kind: str, chain_id: int, home: Path) -> dict[str, str]:
+    """Environment for the node process: no colours in logs, no prompts, no telemetry."""
+    env = {"NO_COLOR": "1", "FORCE_COLOR": "0"}
+    if kind == "hardhat":
+        env.update({
+            "HARDHAT_CHAIN_ID": str(chain_id),
+            "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true",
+            "HARDHAT_HIDE_SOLIDITY_SURVEY_MESSAGE": "true",
+            "HARDHAT_CACHE_DIR": str(home / "hardhat" / "cache"),
+            "HARDHAT_ARTIFACTS_DIR": str(home / "hardhat" / "artifacts"),
+        })
+    return env
+
+
+def rpc_chain_id(url: str, timeout: float = 2.0) -> int | None:
+    """The chain id the node at `url` answers to eth_chainId, or None when it does not answer."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
+                                                                   "User-Agent": "wallet-devstack"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(json.loads(response.read())["result"], 16)
+    except (OSError, ValueError, KeyError, TypeError):  # not up yet, an error answer, or not JSON-RPC
+        return None
+
+
+def public_url(url: str) -> str:
+    """scheme://host:port of a node URL: never its path, query or credentials (API keys live there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def redis_binary() -> str:
@@ -101,9 +195,21 @@ class StackConfig:
     flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     # Our Redis always asks for a password, so the password path is what every test exercises.
     redis_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
-    chain_id: int = 31337
+    chain_id: int = DEFAULT_CHAIN_ID
     extra_env: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    # One of NODE_KINDS, started as the "node" process, or EXTERNAL: `rpc_url`, nothing started.
+    node: str = "anvil"
+    rpc_url: str | None = None
+
+    def __post_init__(self) -> None:
+        self.check_node()
+
+    def check_node(self) -> None:
+        if self.node not in (*NODE_KINDS, EXTERNAL):
+            raise StackError(f"unknown node kind {self.node!r}: one of {', '.join((*NODE_KINDS, EXTERNAL))}")
+        if (self.node == EXTERNAL) != bool(self.rpc_url):
+            raise StackError("an external node needs rpc_url, and only an external node takes one")
 
     @classmethod
     def fresh(cls, prefer_defaults: bool = True, **kwargs: object) -> StackConfig:
@@ -127,7 +233,7 @@ class Stack:
     def load_or_create(cls, home: Path) -> Stack:
         state = home / "stack.json"
         if state.exists():
-            saved = json.loads(state.read_text())
+            saved = _migrate(json.loads(state.read_text()))
             stack = cls(home, StackConfig(**saved))
             if saved.keys() != asdict(stack.config).keys():
                 stack.save()  # a field added since: keep its new default from now on
@@ -154,7 +260,23 @@ class Stack:
 
     @property
     def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.ports['anvil']}"
+        if self.config.node == EXTERNAL:
+            assert self.config.rpc_url
+            return self.config.rpc_url
+        return f"http://127.0.0.1:{self.config.ports['node']}"
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """The processes this stack runs: all of ALL, except the node when it is an outside one."""
+        return tuple(n for n in ALL if not (n == "node" and self.config.node == EXTERNAL))
+
+    def use_node(self, kind: str, rpc_url: str | None = None) -> None:
+        """Choose the node for the next start: one of NODE_KINDS, or EXTERNAL with its URL."""
+        was_external = self.config.node == EXTERNAL
+        self.config.node, self.config.rpc_url = kind, rpc_url
+        self.config.check_node()
+        if was_external and kind != EXTERNAL:
+            self.config.chain_id = DEFAULT_CHAIN_ID  # the outside chain's id was read from it
 
     @property
     def flower_url(self) -> str:
@@ -183,6 +305,8 @@ class Stack:
         if name == "worker-keys":
             # Only the key-holding worker learns where the master key is.
             env["WALLET_MASTER_KEY_FILE"] = str(self.master_key_file)
+        if name == "node":
+            env.update(node_env(self.config.node, self.config.chain_id, self.home))
         return env
 
     def ensure_master_key(self) -> bool:
@@ -213,9 +337,10 @@ class Stack:
                 url = f"tcp://127.0.0.1:{p['kafka']}"
                 return [str(tansu_binary()), "broker", "--listener-url", url,
                         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-            case "anvil":
-                return [str(anvil_binary()), "--port", str(p["anvil"]), "--host", "127.0.0.1",
-                        "--chain-id", str(self.config.chain_id)]
+            case "node":
+                if self.config.node == EXTERNAL:
+                    raise StackError("an external node is not started by the stack")
+                return NODE_ARGV[self.config.node](p["node"], self.config.chain_id)
             case "worker-keys":
                 return [*celery, "worker", "-Q", "keys", "-c", "1", "-n", f"keys-{p['redis']}@%h",
                         "--loglevel", "INFO"]
@@ -242,7 +367,10 @@ class Stack:
                     return bool(redis.Redis.from_url(self.redis_url, socket_timeout=1).ping())
                 except redis.RedisError:
                     return False
-            case "kafka" | "anvil" | "flower":
+            case "node":
+                # Ready when it answers JSON-RPC, not merely when its port is open.
+                return rpc_chain_id(self.rpc_url, timeout=1) is not None
+            case "kafka" | "flower":
                 try:
                     socket.create_connection(("127.0.0.1", self.config.ports[name]), timeout=1).close()
                     return True
@@ -263,6 +391,9 @@ class Stack:
     # ---- lifecycle
     def start(self, names: Iterable[str] = ALL, timeout: float = 60.0) -> None:
         names = list(names)
+        if self.config.node == EXTERNAL and "node" in names:
+            names.remove("node")
+            self._read_external_chain_id()
         self.logs.mkdir(parents=True, exist_ok=True)
         if any(n in APP for n in names):
             self.ensure_master_key()
@@ -286,6 +417,14 @@ class Stack:
         log.close()
         self.procs[name] = proc
         self.config.pids[name] = proc.pid
+        self.save()
+
+    def _read_external_chain_id(self) -> None:
+        chain_id = rpc_chain_id(self.rpc_url, timeout=10)
+        if chain_id is None:
+            raise StackError(f"the node at {public_url(self.rpc_url)} does not answer eth_chainId: "
+                             "check the URL (and its API key) and that the node is reachable")
+        self.config.chain_id = chain_id
         self.save()
 
     def _create_topics(self) -> None:
@@ -371,7 +510,15 @@ class Stack:
             self.stop(name)
 
     def status(self) -> dict[str, bool]:
-        return {name: self.alive(name) for name in ALL}
+        return {name: self.alive(name) for name in self.processes}
+
+
+def _migrate(saved: dict) -> dict:
+    """A stack.json from before the node kinds: its Anvil process is now the "node" process."""
+    for key in ("ports", "pids"):
+        if "anvil" in saved.get(key, {}):
+            saved[key].setdefault("node", saved[key].pop("anvil"))
+    return saved
 
 
 def _topic_settings(extra_env: dict[str, str]) -> dict[str, str]:
