@@ -26,7 +26,8 @@ def create_account(self, meta: dict[str, Any] | None = None, count: int = 1,
     """Create `count` deposit addresses; each gets one `address.created` event carrying `meta`.
 
     `request_id` makes the call idempotent; without one the task id is used, which a redelivered
-    message keeps. Returns the addresses (never key material).
+    message keeps. The same id with another `count` fails with `idempotency_conflict` (and one
+    `command.rejected` on `errors`). Returns the addresses (never key material).
     """
     w = wiring()
     request_id = request_id or self.request.id
@@ -35,12 +36,14 @@ def create_account(self, meta: dict[str, Any] | None = None, count: int = 1,
             {"type": "create_account", "meta": meta if meta is not None else {}, "count": count},
             max_batch_count=w.settings.max_batch_count,
         )
+        # The same request id with another count: idempotency_conflict, as for sends.
+        result = w.accounts.create(request_id, command.count, command.meta)
     except InvalidCommand as exc:
         reject_command(
             w.redis, w.keyspace, w.outbox, w.chain_id, request_id=request_id, error=exc,
-            request={"type": "create_account", "meta": repr(meta)[:1024], "count": repr(count)[:64]},
+            request={"type": "create_account", "meta": repr(meta)[:1024], "count": repr(count)[:64],
+                     "request_id": request_id},
             meta=meta if isinstance(meta, dict) else {}, source={"celery_task_id": self.request.id},
         )
         raise
-    result = w.accounts.create(request_id, command.count, command.meta)
     return {"request_id": result.request_id, "addresses": result.addresses, "created": result.created}

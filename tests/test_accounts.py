@@ -102,3 +102,39 @@ def test_invalid_direct_call_fails_for_the_caller_and_on_errors(celery_app, kafk
     [event] = kafka.events("errors", by_meta(mark))
     assert event["type"] == "command.rejected"
     assert event["payload"]["code"] == "invalid_fields"
+
+
+def test_same_request_id_with_another_count_is_an_idempotency_conflict(celery_app, kafka: KafkaProbe) -> None:
+    """As for sends: the same request id with the same fields is the first answer again; with other
+    fields it is refused (`idempotency_conflict`), never answered with the first request's addresses."""
+    from tasks.accounts import create_account
+
+    mark, request_id = marker(), f"req-{marker()}"
+    first = create_account.delay(meta={"mark": mark}, count=2, request_id=request_id).get(timeout=30)
+    again = create_account.delay(meta={"mark": mark}, count=2, request_id=request_id).get(timeout=30)
+    assert again["addresses"] == first["addresses"] and again["created"] is False
+
+    with pytest.raises(Exception) as caught:  # its code is checked below
+        create_account.delay(meta={"mark": mark, "try": 2}, count=3, request_id=request_id).get(timeout=30)
+    assert getattr(caught.value, "code", None) == "idempotency_conflict"
+    assert request_id in str(caught.value)
+    [event] = kafka.events("errors", lambda e: e["meta"].get("try") == 2 and e["meta"].get("mark") == mark)
+    assert event["type"] == "command.rejected" and event["payload"]["code"] == "idempotency_conflict"
+    # The first request's answer stands.
+    assert create_account.delay(meta={"mark": mark}, count=2, request_id=request_id).get(timeout=30) == again
+
+    # The same on Kafka: a command reusing a request id with another count is rejected on `errors`.
+    kafka_mark, kafka_id = marker(), f"req-{marker()}"
+    kafka.send("command", {"type": "create_account", "meta": {"mark": kafka_mark}, "count": 1,
+                           "request_id": kafka_id})
+    kafka.events("address.created", by_meta(kafka_mark))
+    kafka.send("command", {"type": "create_account", "meta": {"mark": kafka_mark, "try": 2}, "count": 2,
+                           "request_id": kafka_id})
+    [rejected] = kafka.events("errors", lambda e: e["meta"].get("mark") == kafka_mark)
+    assert rejected["payload"]["code"] == "idempotency_conflict"
+    assert "already used" in rejected["payload"]["message"]
+    # Nothing was created for the conflicting command: a sentinel proves it had time to show up.
+    later = marker()
+    kafka.send("command", {"type": "create_account", "meta": {"mark": later}})
+    messages = kafka.read_all("address.created", lambda ms: any(later in m.value.decode() for m in ms))
+    assert len([m for m in messages if kafka_mark in m.value.decode()]) == 1

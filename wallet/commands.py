@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from wallet.errors import (
     COMMAND_INVALID_FIELDS,
@@ -18,6 +20,65 @@ from wallet.errors import (
 
 # How much of a rejected request is echoed back on `errors`: enough to match it, bounded in size.
 ECHO_LIMIT_BYTES = 4096
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Decode a command's JSON with every integer exact, whatever its size.
+
+    orjson is strict (UTF-8 only, no NaN, no lone surrogates) and fast, but reads an integer past
+    64 bits as a float: 20 ETH in wei would come out rounded. So a message with any float in it is
+    read again, already known to be valid, by the stdlib, whose integers are Python ints. Numbers
+    with a fraction or an exponent stay floats, which no amount field accepts.
+
+    Raises:
+        orjson.JSONDecodeError: not JSON (or not UTF-8).
+        ValueError: a number too large to read (over 1e308), or nesting too deep for the stdlib.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):
+            raise
+        # Valid JSON, but a number past 1e308: far beyond any amount or argument (2**256 - 1).
+        raise ValueError("a number is too large (over 1e308); amounts and arguments are at most 2**256 - 1") \
+            from None
+    if _has_float(data):
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("the command is nested too deeply to read") from None
+    return data
+
+
+def _has_float(value: Any) -> bool:
+    # Iterative: a command may nest as deep as orjson allows, deeper than Python's recursion limit.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _whole_number(value: Any) -> Any:
+    """Amounts are base units: a JSON integer or a string of digits. A fraction or an exponent
+    (1.5, 1e18) is refused by name rather than rounded to an integer."""
+    if isinstance(value, float):
+        raise PydanticCustomError(
+            "whole_number",
+            "must be a whole number of base units, as a JSON integer or a string of digits; "
+            "{value} has a fraction or an exponent and is not rounded",
+            {"value": repr(value)},
+        )
+    return value
+
+
+# Base units: an int of any size (JSON numbers are read exactly) or a string of digits.
+BaseUnits = Annotated[int | str, BeforeValidator(_whole_number)]
 
 
 class CreateAccount(BaseModel):
@@ -44,8 +105,8 @@ class _Outgoing(BaseModel):
 class SendTransaction(_Outgoing):
     type: Literal["send_transaction"] = "send_transaction"
     to: str = Field(max_length=100)
-    # Base units; a string of digits keeps amounts past 2**53 exact in JSON.
-    amount: int | str
+    # Base units: a JSON integer (read exactly, any size) or a string of digits.
+    amount: BaseUnits
     asset: str = Field(default="ETH", max_length=100)  # "ETH" or a token contract address
 
 
@@ -54,7 +115,7 @@ class DeployContract(_Outgoing):
     abi: list[dict[str, Any]]
     bytecode: str
     args: list[Any] = Field(default_factory=list)
-    value: int | str = 0
+    value: BaseUnits = 0
 
 
 class _ContractFunction(_Outgoing):
@@ -66,7 +127,7 @@ class _ContractFunction(_Outgoing):
 
 class TransactContract(_ContractFunction):
     type: Literal["transact_contract"] = "transact_contract"
-    value: int | str = 0
+    value: BaseUnits = 0
 
 
 class CallContract(_ContractFunction):
@@ -97,9 +158,11 @@ def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> AnyCom
             details={"size": len(raw), "limit": max_bytes},
         )
     try:
-        data = orjson.loads(raw)
+        data = loads_exact(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidCommand(COMMAND_INVALID_JSON, f"command is not valid JSON: {exc}") from None
+    except ValueError as exc:  # valid JSON with a number no field can take
+        raise InvalidCommand(COMMAND_INVALID_FIELDS, f"command cannot be read exactly: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidCommand(COMMAND_NOT_AN_OBJECT, "command must be a JSON object")
     return validate_command(data, max_batch_count=max_batch_count)
@@ -148,8 +211,8 @@ def meta_of(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         return {}
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        data = loads_exact(raw)
+    except ValueError:  # orjson.JSONDecodeError is one
         return {}
     meta = data.get("meta") if isinstance(data, dict) else None
     return meta if isinstance(meta, dict) else {}

@@ -28,10 +28,10 @@ import redis
 
 from wallet.custody.signer import Signer
 from wallet.errors import (
-    SEND_IDEMPOTENCY_CONFLICT,
     SEND_UNKNOWN_SENDER,
     BroadcastUncertain,
     InvalidCommand,
+    ensure_same_request,
 )
 from wallet.events import OutgoingEvent
 from wallet.outbox import Outbox
@@ -325,11 +325,7 @@ class SendService:
 
     # ------------------------------------------------------------------ checks
     def _again(self, existing: SendRecord, request: SendRequest, locked: bool = False) -> SendOutcome:
-        if existing.request.identity() != request.identity():
-            raise InvalidCommand(
-                SEND_IDEMPOTENCY_CONFLICT,
-                f"request id {request.request_id!r} was already used for a different request",
-                details={"request_id": request.request_id})
+        ensure_same_request(request.request_id, existing.request.identity(), request.identity())
         if existing.status != STATUS_SIGNED:
             return SendOutcome.of(existing, False)
         if locked:

@@ -25,7 +25,8 @@ def address(value: Any, field: str) -> str:
 
 
 def amount(value: Any, field: str = "amount", *, allow_zero: bool = False) -> int:
-    """Base units as an int or a string of digits (JSON numbers lose precision past 2**53)."""
+    """Base units as an int (any size up to uint256) or a string of digits. A float (1.5, 2e19) is
+    refused, never rounded: past 2**53 it is not the number the caller meant."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         number = None
     elif isinstance(value, str):
@@ -34,7 +35,8 @@ def amount(value: Any, field: str = "amount", *, allow_zero: bool = False) -> in
         number = value
     if number is None or number < (0 if allow_zero else 1) or number > MAX_UINT256:
         raise InvalidCommand(SEND_INVALID_AMOUNT,
-                             f"{field} must be a whole number of base units, {'>= 0' if allow_zero else '> 0'}",
+                             f"{field} must be a whole number of base units, {'>= 0' if allow_zero else '> 0'}"
+                             f" and at most 2**256 - 1 (an integer or a string of digits); got {str(value)[:80]!r}",
                              details={"field": field, "value": str(value)[:80]})
     return number
 

@@ -9,6 +9,7 @@ import orjson
 import redis
 
 from wallet.custody.vault import KeyVault
+from wallet.errors import ensure_same_request
 from wallet.events import address_created_event, utc_now
 from wallet.outbox import Outbox
 from wallet.state.keyspace import Keyspace
@@ -36,14 +37,17 @@ class AccountService:
     def create(self, request_id: str, count: int = 1, meta: dict[str, Any] | None = None) -> CreatedAccounts:
         """Create `count` accounts for a request, at most once per request id.
 
+        The same request id again with the same count returns the first request's addresses;
+        with another count it raises InvalidCommand (idempotency_conflict), as a send does.
         Keys, watched set, account records, the request's outcome and the `address.created` events
         are written in one MULTI/EXEC: either all of it exists or none of it does.
         """
         meta = meta or {}
         request_key = self._keyspace.request(request_id)
+        identity = request_identity(count)
         done = self._redis.get(request_key)
         if done is not None:
-            return CreatedAccounts(request_id, orjson.loads(done), created=False)
+            return _again(request_id, done, identity)
 
         keys = self._vault.issue(count)
         addresses = [k.address for k in keys]
@@ -58,17 +62,38 @@ class AccountService:
             # WATCHed: a concurrent duplicate of this request makes one of the two EXECs fail.
             earlier = pipe.get(request_key)
             if earlier is not None:
-                return CreatedAccounts(request_id, orjson.loads(earlier), created=False)
+                return _again(request_id, earlier, identity)
             pipe.multi()
             self._vault.stage(pipe, keys)
             pipe.sadd(self._keyspace.watched, *watched)
             pipe.hset(self._keyspace.accounts, mapping={a: facts for a in watched})
             for event in events:
                 self._outbox.append(pipe, event)
-            pipe.set(request_key, orjson.dumps(addresses), ex=REQUEST_MEMORY_SECONDS)
+            # The outcome with the request's identity, so the id reused for another request is told apart.
+            pipe.set(request_key, orjson.dumps({"addresses": addresses, "identity": identity}),
+                     ex=REQUEST_MEMORY_SECONDS)
             return CreatedAccounts(request_id, addresses, created=True)
 
         return self._redis.transaction(write, request_key, value_from_callable=True)
 
     def is_watched(self, address: str) -> bool:
         return bool(self._redis.sismember(self._keyspace.watched, address.lower()))
+
+
+def request_identity(count: int) -> dict[str, Any]:
+    """What must match when a request id comes again (`meta` may differ, as for sends)."""
+    return {"type": "create_account", "count": count}
+
+
+def _again(request_id: str, stored: bytes, identity: dict[str, Any]) -> CreatedAccounts:
+    """The first answer of a request id, if this is the same request.
+
+    Raises:
+        InvalidCommand: idempotency_conflict: the id was used for another request (another count,
+            a send, or a request that was rejected).
+    """
+    done = orjson.loads(stored)
+    if isinstance(done, list):  # written before outcomes kept their identity: a list of addresses
+        done = {"addresses": done, "identity": request_identity(len(done))}
+    ensure_same_request(request_id, done.get("identity"), identity)
+    return CreatedAccounts(request_id, done["addresses"], created=False)
