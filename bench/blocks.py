@@ -913,8 +913,8 @@ def behind_provider(stack: Stack, listener: DepositListener, r: redis.Redis, hei
         _next_deployment(stack, r, "p", watched, provider.system_env(proxy))
         system = run_system(stack, listener, r, heights[-1], want, (heights[0], heights[-1]))
         stats = proxy.stats()
-    for key in provider.system_env(proxy):
-        stack.config.extra_env.pop(key, None)
+        for key in provider.system_env(proxy):
+            stack.config.extra_env.pop(key, None)
     return {
         "limits": f"batch cap {provider.PROVIDER_BATCH}, {provider.PROVIDER_RPS:.0f} calls/s, no eth_getBlockReceipts",
         "plain": plain, "system": system, "ratio": system["blocks_per_s"] / plain["blocks_per_s"],

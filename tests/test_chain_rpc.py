@@ -681,3 +681,58 @@ def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(
         dead.fetch_blocks(heights, with_traces=False)
     # Halved down to one height; when even that times out it gives up (the task retries later).
     assert [len(orjson.loads(body)) // 2 for body in hopeless.seen] == [8, 4, 2, 1]
+
+
+# ---- behind a provider's limits (tests/provider_proxy.py: real HTTP, a real node behind it)
+
+def test_pruned_traces_are_marked_or_read_from_the_trace_endpoint(anvil_url: str, client: RpcClient,
+                                                                  w3: Web3, scene: dict) -> None:
+    """A full node keeps state for recent blocks only: an older block reads without its internal
+    transfers (marked pruned_state), unless a trace endpoint (an archive node) has them."""
+    from tests.provider_proxy import ProviderProxy, ProxyLimits
+
+    rpc(w3, "anvil_mine", [hex(5)])
+    h = scene["height"]
+    with ProviderProxy(anvil_url, ProxyLimits(trace_history=2)) as full_node:
+        with RpcClient(full_node.url) as reader:
+            [bundle] = reader.fetch_blocks([h], with_traces=True)
+            assert bundle.internal_transfers is None and bundle.untraced_reason == "pruned_state"
+            assert reader.tracer == "callTracer"  # it traces; it just no longer has that block's state
+            [recent] = reader.fetch_blocks([w3.eth.block_number], with_traces=True)
+            assert recent.internal_transfers is not None
+        with RpcClient(full_node.url, trace_source=RpcClient(anvil_url)) as reader:
+            [bundle] = reader.fetch_blocks([h], with_traces=True)
+        assert full_node.stats().pruned >= 2
+    [direct] = client.fetch_blocks([h], with_traces=True)
+    assert bundle.internal_transfers == direct.internal_transfers and bundle.untraced_reason is None
+
+
+@pytest.mark.parametrize("style", ["infura", "per_item"])
+def test_rate_limits_are_waited_out_not_failed(anvil_url: str, client: RpcClient, scene: dict, style: str) -> None:
+    """HTTP 429 with Retry-After and -32005 backoff_seconds, or 429 items inside a 200 batch: the
+    client waits as told and re-sends only what was throttled; the answers are complete."""
+    from tests.provider_proxy import ProviderProxy, ProxyLimits
+
+    heights = list(range(1, scene["height"] + 1))
+    with ProviderProxy(anvil_url, ProxyLimits(max_rps=8, rate_limit_style=style)) as provider, \
+            RpcClient(provider.url, max_batch=6, max_wait=60) as reader:
+        assert reader.block_refs(heights) == client.block_refs(heights)
+        stats = provider.stats()
+    assert stats.rate_limited + stats.throttled_items > 0
+
+
+def test_batch_caps_are_learned(anvil_url: str, client: RpcClient, scene: dict) -> None:
+    """A provider that refuses batches over 4 (geth's one -32600 "batch too large" object), or any
+    batch at all: the answers are the same, in batches it accepts."""
+    from tests.provider_proxy import ProviderProxy, ProxyLimits
+
+    heights = list(range(1, scene["height"] + 1))
+    with ProviderProxy(anvil_url, ProxyLimits(batch_cap=4)) as provider, RpcClient(provider.url) as reader:
+        assert reader.fetch_blocks(heights, with_traces=True) == client.fetch_blocks(heights, with_traces=True)
+        assert reader.transport.batch_limit <= 4 and reader.transport.batching
+        refused = provider.stats().batches_too_large
+        reader.block_refs(heights)
+        assert provider.stats().batches_too_large == refused  # learned: not refused again
+    with ProviderProxy(anvil_url, ProxyLimits(no_batches=True)) as provider, RpcClient(provider.url) as reader:
+        assert reader.block_refs(heights) == client.block_refs(heights)
+        assert reader.transport.batching is False
