@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+END_OF_TOPIC = "test.end_of_topic"  # a marker of the tests' own, ending a read "up to now"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,34 @@ class KafkaProbe:
 
         messages = self.read_all(topic, lambda ms: len(matching(ms)) >= count, timeout)
         return matching(messages)
+
+    def so_far(self, topic: str) -> list[dict[str, Any]]:
+        """Every event on `topic` until now: a marker this probe writes ends the read, no waiting.
+
+        Proves absence only after a positive marker from the system (an event it made after the
+        point in question): the system may still be working on what comes before it. Not for the
+        `command` topic, where the marker would be read as a command.
+        """
+        token = uuid.uuid4().hex
+        self.send(topic, {"type": END_OF_TOPIC, "token": token})
+
+        def is_end(message: Message) -> bool:
+            try:
+                return message.event.get("token") == token
+            except ValueError:
+                return False
+
+        messages = self.read_all(topic, lambda ms: any(is_end(m) for m in ms))
+        assert any(is_end(m) for m in messages), f"could not read {topic} to its end"
+        events = []
+        for message in messages:
+            try:
+                event = message.event
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("type") != END_OF_TOPIC:
+                events.append(event)
+        return events
 
     def close(self) -> None:
         self._producer.close()

@@ -64,7 +64,8 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     assert event["payload"]["amount"] == "4242"
     # Exactly once, and the watermark went past the block: nothing was skipped.
     wait_for(lambda: int(redis_client.get(f"{PREFIX}:blocks:watermark")) >= height, 60, "the watermark")
-    assert len(seen(kafka, to, count=2, timeout=2)) == 1
+    assert len([e for e in kafka.so_far("transaction") if e["type"] == "deposit.seen"
+                and e["payload"]["to"] == to]) == 1
 
 
 def test_node_unreachable_one_error_then_catch_up(
@@ -81,13 +82,13 @@ def test_node_unreachable_one_error_then_catch_up(
     [recovered] = kafka.events("errors", lambda e: e["type"] == "chain.recovered"
                                and e["payload"]["since"] == outage["payload"]["since"], timeout=60)
     assert recovered
-    # Announced once for the whole outage, not once per failed tick.
-    outages = kafka.events("errors", lambda e: e["type"] == "chain.unavailable"
-                           and e["payload"]["since"] == outage["payload"]["since"], count=2, timeout=2)
-    assert len(outages) == 1
     to = new_address()
     chain.send_eth(to, 777)
     assert seen(kafka, to)[0]["payload"]["amount"] == "777"
+    # Announced once for the whole outage, not once per failed tick.
+    outages = [e for e in kafka.so_far("errors") if e["type"] == "chain.unavailable"
+               and e["payload"]["since"] == outage["payload"]["since"]]
+    assert len(outages) == 1
 
 
 def test_downtime_catch_up_from_the_watermark_without_gaps(

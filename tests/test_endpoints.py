@@ -16,7 +16,6 @@ from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from tests.provider_proxy import ProviderProxy, ProxyLimits
 from tests.test_chain_rpc import anvil_url  # noqa: F401 - a second, younger chain of the same id
-from tests.test_nodes import events_so_far
 from wallet.chain.endpoints import FailoverRpc
 from wallet.chain.health import ChainHealth
 from wallet.chain.rpc import RpcClient
@@ -47,7 +46,7 @@ def switches(kafka: KafkaProbe, count: int, *endpoints: str) -> list[dict]:
         return e["type"] == "chain.endpoint_switched" and {e["payload"]["from"], e["payload"]["to"]} <= set(endpoints)
 
     kafka.events("errors", between, count, timeout=30)
-    return [e for e in events_so_far(kafka, "errors") if between(e)]
+    return [e for e in kafka.so_far("errors") if between(e)]
 
 
 def shown(proxy: ProviderProxy) -> str:

@@ -28,7 +28,7 @@ from tests.chain_helpers import Chain
 from tests.conftest import TEST_ENV
 from tests.kafka_probe import KafkaProbe
 from tests.provider_proxy import ProviderProxy, ProxyLimits
-from tests.test_nodes import NodeStack, celery_client, events_so_far
+from tests.test_nodes import NodeStack, celery_client
 from wallet.chain.budget import SharedCallBudget
 from wallet.chain.rpc import RpcClient
 from wallet.state.keyspace import Keyspace
@@ -92,12 +92,12 @@ def test_every_deposit_once_through_the_provider(behind: NodeStack, provider: Pr
     chain.send_eth(marker_to, 5555)  # a later deposit: once it is seen, everything before it was checked
 
     assert deposits_to(kafka, marker_to)
-    seen = [e for e in events_so_far(kafka, "transaction") if e["type"] == "deposit.seen"]
+    seen = [e for e in kafka.so_far("transaction") if e["type"] == "deposit.seen"]
     assert sorted(e["payload"]["amount"] for e in seen if e["payload"]["to"] == eth_to) == ["1111", "2222"]
     assert [e["payload"]["amount"] for e in seen if e["payload"]["to"] == token_to] == ["3000000"]
     # No tracer behind this provider: the internal transfer is not seen, and the system says so once.
     assert not [e for e in seen if e["payload"]["to"] == internal_to]
-    degraded = [e for e in events_so_far(kafka, "errors") if e["type"] == "chain.degraded"]
+    degraded = [e for e in kafka.so_far("errors") if e["type"] == "chain.degraded"]
     assert len(degraded) == 1 and degraded[0]["payload"]["reason"] == "no_tracer"
     assert degraded[0]["payload"]["capability"] == "internal_transfers"
     untraced = behind_redis.hgetall(Keyspace(PREFIX).untraced_blocks)
@@ -118,7 +118,7 @@ def test_every_deposit_once_through_the_provider(behind: NodeStack, provider: Pr
              not in behind_redis.hgetall(Keyspace(PREFIX).untraced_blocks), 30, "the height to be traced")
     chain.send_eth(marker_to, 6666)
     assert deposits_to(kafka, marker_to, count=2)
-    after = [e for e in events_so_far(kafka, "transaction") if e["type"] == "deposit.seen"]
+    after = [e for e in kafka.so_far("transaction") if e["type"] == "deposit.seen"]
     assert sorted(e["payload"]["amount"] for e in after if e["payload"]["to"] == eth_to) == ["1111", "2222"]
     assert len([e for e in after if e["payload"]["to"] == internal_to]) == 1
     provider.set_limits(LIMITS)
@@ -149,7 +149,7 @@ def test_a_height_the_node_cannot_serve_is_reported_not_silent(behind: NodeStack
     assert seen["payload"]["amount"] == "7777"
     wait_for(lambda: not behind_redis.hexists(Keyspace(PREFIX).unreadable_heights, str(height)), 30,
              "the height to be cleared")
-    reports = [e for e in events_so_far(kafka, "errors") if e["type"] == "block.unreadable"
+    reports = [e for e in kafka.so_far("errors") if e["type"] == "block.unreadable"
                and e["payload"]["height"] == height]
     assert len(reports) == 1
 
@@ -177,7 +177,7 @@ def test_the_providers_key_never_leaks(behind: NodeStack, provider: ProviderProx
     results), logs."""
     key = provider.api_key.encode()
     for topic in ("errors", "transaction", "address.created"):
-        for event in events_so_far(behind.kafka, topic):
+        for event in behind.kafka.so_far(topic):
             assert provider.api_key not in str(event)
     for name in behind_redis.scan_iter(match=f"{PREFIX}:*", count=1000):
         assert key not in name
