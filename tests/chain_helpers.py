@@ -6,13 +6,19 @@ standard JSON-RPC (mining on demand, setting a balance) are chosen from the node
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from web3 import HTTPProvider, Web3
 
 from wallet.contracts import load_artifact
-from workers.devstack import DEV_FUNDER_KEY
+from workers.devstack import DEV_FUNDER_KEY, NODE_ARGV, REPO_ROOT, free_port, node_env, rpc_chain_id
 
 # Anvil's first default account: funded on every dev node kind, and its key is public knowledge.
 FUNDER_KEY = DEV_FUNDER_KEY
@@ -92,3 +98,28 @@ class Chain:
                                      "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
         tx["nonce"] = self.w3.eth.get_transaction_count(self.funder.address)
         return self.send_raw(self.funder.sign_transaction(tx).raw_transaction)
+
+
+@contextlib.contextmanager
+def running_node(kind: str = "anvil", chain_id: int = 31337) -> Iterator[str]:
+    """A node of its own (outside any stack) on a free port; yields its URL once it answers."""
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix=f"wallet-test-{kind}-"))
+    proc = subprocess.Popen(NODE_ARGV[kind](port, chain_id), cwd=REPO_ROOT,
+                            env={**node_env(kind, chain_id, home), "PATH": "/usr/local/bin:/usr/bin:/bin"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while rpc_chain_id(url, timeout=1) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} did not start on port {port}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -8,7 +8,6 @@ The contracts are hand-assembled EVM bytecode, deployed with `init_code(runtime)
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,11 +18,12 @@ import pytest
 import requests
 from web3 import HTTPProvider, Web3
 
+from tests.chain_helpers import running_node
 from wallet.chain import mappers
 from wallet.chain.model import InternalTransfer, Log
 from wallet.chain.rpc import RpcClient, display_url
 from wallet.errors import BlockNotFound, ChainDataInvalid, ChainUnavailable
-from workers.devstack import anvil_binary, free_port
+from workers.devstack import free_port
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"  # Transfer(address,address,uint256)
 
@@ -95,31 +95,8 @@ def self_destructor(beneficiary: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def anvil_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([str(anvil_binary()), "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-                                       timeout=1)
-                if answer.ok and "result" in answer.json():
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start on port {port}")
-            time.sleep(0.05)
+    with running_node("anvil") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

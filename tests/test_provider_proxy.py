@@ -15,8 +15,9 @@ import orjson
 import pytest
 import requests
 
+from tests.chain_helpers import running_node
 from tests.provider_proxy import ProviderProxy, ProxyLimits
-from workers.devstack import anvil_binary, free_port
+from workers.devstack import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRUNED = "historical state not available in path scheme yet"
@@ -33,31 +34,10 @@ def post(url: str, payload: Any, session: requests.Session | None = None) -> req
 
 @pytest.fixture(scope="module")
 def anvil_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([str(anvil_binary()), "--port", str(port), "--host", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if "result" in post(url, call("eth_chainId")).json():
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start on port {port}")
-            time.sleep(0.05)
+    with running_node("anvil") as url:
         # Some history, so trace_history has old blocks to refuse.
         assert "result" in post(url, call("anvil_mine", ["0x14"])).json()
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

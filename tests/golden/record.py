@@ -18,18 +18,16 @@ watched addresses. The expected deposits are checked against the scenario above 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
+from tests.chain_helpers import running_node
 from wallet.contracts import load_artifact
-from workers.devstack import DEV_FUNDER_KEY, NODE_ARGV, REPO_ROOT, free_port, node_env, rpc_chain_id
+from workers.devstack import DEV_FUNDER_KEY
 
 HERE = Path(__file__).parent
 CHAIN_ID = 31337
@@ -48,22 +46,8 @@ def rpc(w3: Web3, method: str, params: list[Any]) -> Any:
 
 
 def record(kind: str) -> dict[str, Any]:
-    port = free_port()
-    home = Path(tempfile.mkdtemp(prefix=f"golden-{kind}-"))
-    proc = subprocess.Popen(NODE_ARGV[kind](port, CHAIN_ID), cwd=REPO_ROOT, env={**node_env(kind, CHAIN_ID, home),
-                            "PATH": "/usr/bin:/bin:/usr/local/bin"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while rpc_chain_id(url) is None:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{kind} did not start")
-            time.sleep(0.1)
+    with running_node(kind, CHAIN_ID) as url:
         return _scene(Web3(HTTPProvider(url)), kind)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _scene(w3: Web3, kind: str) -> dict[str, Any]:
