@@ -1,5 +1,6 @@
 """Celery settings, read from the same WALLET_* environment as everything else."""
 
+from wallet.commands import COMMANDS
 from wallet.settings import get_settings
 
 _settings = get_settings()
@@ -27,9 +28,11 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
 task_default_queue = "celery"
-task_routes = {
-    # Only the key-holding worker consumes `keys`, and only it is given the master key.
-    "tasks.accounts.*": {"queue": "keys"},
+# Commands' tasks are routed as the command registry (wallet.commands.COMMANDS) declares: what
+# signs or holds keys to `keys` (only the key-holding worker consumes it, and only it is given the
+# master key), reads to `celery`. Exact names are matched before the patterns below.
+task_routes = {spec.task: {"queue": spec.queue} for spec in COMMANDS.values()} | {
+    # The system's own tasks.
     "tasks.bridge.*": {"queue": "bridge"},
     # The scheduler must not wait behind a backlog of block tasks: its own queue, on the light
     # coordination worker that also runs the bridge.
@@ -38,13 +41,11 @@ task_routes = {
     # Tracking and the sweep policy never sign: they read the chain and enqueue signing work.
     "tasks.sending.track_transactions": {"queue": "scheduler"},
     "tasks.sweeps.plan_sweeps": {"queue": "scheduler"},
-    "tasks.contracts.call_contract": {"queue": "celery"},
-    # Everything that signs goes to the key-holding worker.
+    # Everything else that signs (sweep steps, resumes, replacements) goes to the key-holding worker.
     "tasks.sending.*": {"queue": "keys"},
-    "tasks.contracts.*": {"queue": "keys"},
 }
-# Task modules beyond workers.app's `include` (outgoing transactions, sweeps, contracts).
-imports = ("tasks.sending", "tasks.sweeps", "tasks.contracts")
+# The task modules every worker imports: one list, the modules of the routes above.
+imports = tuple(dict.fromkeys(name.rpartition(".")[0] for name in task_routes))
 
 # Flower shows what workers report.
 worker_send_task_events = True

@@ -9,6 +9,13 @@ Baselines, in this process against the same Anvil: eth-account signing + eth_sen
 with a local nonce counter and fixed fees (`raw`), and the same with the reads a careful sender
 does per send (pending nonce, balance, fees, gas estimate) in one batch (`raw_with_reads`).
 Anvil mines every transaction into its own block (automine), in both. Compare the ratios.
+
+Authorization (`authz`): the key worker's send path (plan, admit, sign, store, broadcast) driven in
+this process, alternating blocks of sends with the real gate (producer signature verified against
+the sealed producer list, policy with per-asset, per-destination and per-transaction limits, the
+reservation written with the decision) and with a gate that lets everything through; the ratio is
+on / off. Also the gate's own cost per request in microseconds: signature check, policy evaluation,
+and the decision write (one WATCHed MULTI/EXEC).
 """
 
 from __future__ import annotations
@@ -87,18 +94,115 @@ def raw_rate(node: Node, with_reads: bool) -> float:
 
 def system_rate(stack: Stack) -> dict[str, float]:
     from tasks.sending import send_transaction
+    from wallet.authz.client import sign_request, task_kwargs
 
     mark = uuid.uuid4().hex
     events = EventCounter(stack.kafka_bootstrap, "transaction")
-    recipients = [Account.create().address for _ in range(SENDS)]
+    signed = [task_kwargs(sign_request(PRODUCER.key, {
+        "type": "send_transaction", "to": Account.create().address, "amount": 1000 + i,
+        "request_id": f"bench-{mark}-{i}", "meta": {"bench": mark}}, chain_id=stack.config.chain_id, expires_in=3600))
+        for i in range(SENDS)]
     started = time.perf_counter()
-    for i, to in enumerate(recipients):
-        send_transaction.delay(to=to, amount=1000 + i, meta={"bench": mark})
+    for kwargs in signed:
+        send_transaction.delay(**kwargs)
     enqueued = time.perf_counter() - started
     events.wait_for(SENDS, mark.encode(), b'"type":"withdrawal.submitted"',
                     timeout=float(os.environ.get("BENCH_TIMEOUT", "600")))
     elapsed = time.perf_counter() - started
     return {"sends": SENDS, "seconds": elapsed, "enqueue_seconds": enqueued, "sends_per_s": SENDS / elapsed}
+
+
+PRODUCER = Account.create()
+BLOCK = 25  # sends per block when alternating gate on / off
+
+
+class OpenGate:
+    """The real gate's interface, letting everything through: the 'authorization off' baseline."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def decision(self, request_id):
+        return None
+
+    def authenticate(self, request, auth):
+        from wallet.authz.gate import Principal
+
+        return Principal("bench")
+
+    def admit(self, request, value, principal):
+        from wallet.authz.gate import Decision
+
+        return Decision(request_id=request.request_id, kind=request.kind, outcome="allowed", rule="off",
+                        requester="bench", request=request, decided_at=time.time())
+
+    def seal_record(self, request, sender):
+        return None
+
+    def check_record(self, request, sender, seal):
+        return None
+
+    def ensure_not_frozen(self):
+        return None
+
+
+def authz_rates(stack: Stack, w) -> dict[str, float]:
+    """Sends/s through the key worker's domain with the real gate and with an open one, alternating
+    blocks, in this process; then the gate's cost per request."""
+    from wallet.authz import canonical
+    from wallet.authz.policy import evaluate, movements_of
+    from wallet.sending.service import SendService
+    from wallet.sending.validation import withdrawal_request
+
+    admin = w.authz_admin
+    state = w.authz_gate.registry.load()
+    policy = state.policy.model_dump(mode="json")
+    policy.pop("frozen"), policy.pop("frozen_reason")
+    policy["assets"] = {"ETH": {"max_per_tx": 10**18, "daily": 10**24, "daily_per_destination": 10**18,
+                                "hold_above": 10**18}}
+    admin.apply_local("set_policy", {"policy": policy}, f"bench-policy-{uuid.uuid4().hex}")
+    on = w.sending
+    off = SendService(w.redis, w.keyspace, w.outbox, w.node, w.signer, w.chain_id, on._timing, OpenGate(on.gate))
+    expires = int(time.time() + 3600)
+
+    def request(i: int):
+        r = withdrawal_request(f"authz-bench-{uuid.uuid4().hex}", Account.create().address, 1000 + i)
+        asks = canonical.asks_for_send(w.chain_id, r, expires, PRODUCER.address)
+        return r, {"key_id": PRODUCER.address, "expires_at": expires, "signature": canonical.sign(asks, PRODUCER.key)}
+
+    work = [request(i) for i in range(SENDS)]
+    timings = {"on": 0.0, "off": 0.0}
+    counts = {"on": 0, "off": 0}
+    for block in range(0, SENDS, BLOCK):
+        name, service = ("on", on) if (block // BLOCK) % 2 == 0 else ("off", off)
+        started = time.perf_counter()
+        for r, auth in work[block:block + BLOCK]:
+            outcome = service.send(r, auth=auth)
+            assert outcome.status == "submitted", outcome
+        timings[name] += time.perf_counter() - started
+        counts[name] += len(work[block:block + BLOCK])
+    rates = {name: counts[name] / timings[name] for name in timings}
+
+    # The gate alone, per request.
+    n = 500
+    gate = on.gate
+    probes = [request(i) for i in range(n)]
+    started = time.perf_counter()
+    principals = [gate.authenticate(r, auth) for r, auth in probes]
+    authenticate_us = (time.perf_counter() - started) / n * 1e6
+    spent = {"out:ETH": 10**20}
+    started = time.perf_counter()
+    for r, _ in probes:
+        evaluate(state.policy, r.kind, movements_of(r, r.amount), spent, time.time())
+    evaluate_us = (time.perf_counter() - started) / n * 1e6
+    started = time.perf_counter()
+    for (r, _), principal in zip(probes, principals, strict=True):
+        gate.admit(r, r.amount, principal)
+    admit_us = (time.perf_counter() - started) / n * 1e6
+    return {"authz_on_sends_per_s": rates["on"], "authz_off_sends_per_s": rates["off"],
+            "ratio_on_vs_off": rates["on"] / rates["off"],
+            "authenticate_us": authenticate_us, "policy_evaluate_us": evaluate_us, "decision_write_us": admit_us,
+            "gate_total_us": authenticate_us + evaluate_us + admit_us}
 
 
 def main() -> None:
@@ -107,13 +211,18 @@ def main() -> None:
         from wallet.wiring import Wiring
 
         node = Node(stack.rpc_url)
-        hot = Wiring(Settings(master_key_file=stack.master_key_file)).signer.hot_wallet_address()
+        w = Wiring(Settings(master_key_file=stack.master_key_file))
+        hot = w.signer.hot_wallet_address()
         fund(node, hot, 10**21)
+        # The bench's producer, registered as an operator does on the key host.
+        w.authz_admin.apply_local("add_producer", {"key_id": PRODUCER.address, "roles": ["producer"],
+                                                   "label": "bench"}, f"bench-{uuid.uuid4().hex}")
+        authz = authz_rates(stack, w)
         raw = {"raw_sends_per_s": raw_rate(node, with_reads=False),
                "raw_with_reads_sends_per_s": raw_rate(node, with_reads=True)}
         system = system_rate(stack)
         save_results("sends", {
-            "raw": raw, "system": system,
+            "raw": raw, "system": system, "authz": authz,
             "ratio_vs_raw": system["sends_per_s"] / raw["raw_sends_per_s"],
             "ratio_vs_raw_with_reads": system["sends_per_s"] / raw["raw_with_reads_sends_per_s"],
         })

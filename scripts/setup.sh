@@ -16,6 +16,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The package may start a system Redis on 6379; ours run on their own ports, so leave it be.
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+  # promtool checks and unit-tests the alert rules in deploy/prometheus (tests/test_alerts.py).
+  say "installing promtool (OS package prometheus)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 stamp=".venv/.installed-$(cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "creating the virtualenv with pinned packages"

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_shutting_down
 
 from tasks.deps import publisher, wiring
 from wallet.bridge import run_relay
 
 log = logging.getLogger(__name__)
+
+# Set when this worker is asked to stop (SIGTERM, Ctrl-C): a running relay ends within one read
+# (0.2 s) and releases its lock, instead of holding it until a kill and leaving a lease that
+# would stall relaying for WALLET_BRIDGE_LOCK_SECONDS after a restart. The bridge runs a threads
+# pool, so the relay sees this process's flag.
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _stop_relaying(**_: object) -> None:
+    _shutting_down.set()
 
 
 @shared_task(name="tasks.bridge.relay_outbox", ignore_result=True)
@@ -27,7 +40,7 @@ def relay_outbox() -> dict[str, Any]:
     summary = run_relay(
         w.outbox, pub, lock,
         budget_seconds=w.settings.bridge_budget_seconds,
-        batch_size=w.settings.bridge_batch_size,
+        batch_size=w.settings.bridge_batch_size, metrics=w.metrics, stopping=_shutting_down.is_set,
     )
     if summary.finished_on_time:
         relay_outbox.apply_async()

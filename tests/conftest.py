@@ -60,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def stack():
     try:
         _stack.start()
+        # Money-moving requests must be signed by a registered producer: the test keys are put in
+        # the sealed producer list as an operator does it on the key host.
+        from tests.authz_helpers import register
+
+        register(_stack.master_key_file)
         yield _stack
     finally:
         _stack.down()

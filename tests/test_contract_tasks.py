@@ -7,6 +7,7 @@ import uuid
 import pytest
 from web3 import Web3
 
+from tests.authz_helpers import signed
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from wallet.contracts import load_artifact
@@ -27,8 +28,9 @@ def test_deploy_transact_and_call_the_sample_token(
     from tasks.contracts import call_contract, deploy_contract, transact_contract
 
     deploy_id = f"deploy-{uuid.uuid4().hex}"
-    deployed = deploy_contract.delay(TOKEN["abi"], TOKEN["bytecode"], ["Demo", "DEMO", 6, 10**12],
-                                     request_id=deploy_id, meta={"step": "deploy"}).get(timeout=30)
+    deployed = deploy_contract.delay(**signed("deploy_contract", abi=TOKEN["abi"], bytecode=TOKEN["bytecode"],
+                                              args=["Demo", "DEMO", 6, 10**12], request_id=deploy_id,
+                                              meta={"step": "deploy"})).get(timeout=30)
     assert deployed["status"] == "submitted" and deployed["from"] == hot_wallet
     chain.mine(K)
     [confirmed] = by_request(kafka, deploy_id, "contract.deploy.confirmed")
@@ -37,7 +39,8 @@ def test_deploy_transact_and_call_the_sample_token(
     assert chain.w3.eth.get_code(chain.w3.to_checksum_address(token)) != b""
 
     to, transfer_id = fresh_account(), f"transfer-{uuid.uuid4().hex}"
-    transact_contract.delay(token, TOKEN["abi"], "transfer", [to, 1234], request_id=transfer_id).get(timeout=30)
+    transact_contract.delay(**signed("transact_contract", contract=token, abi=TOKEN["abi"], function="transfer",
+                                     args=[to, 1234], request_id=transfer_id)).get(timeout=30)
     chain.mine(K)
     assert by_request(kafka, transfer_id, "contract.transact.confirmed")
 
@@ -56,8 +59,9 @@ def test_a_transaction_that_would_revert_is_rejected_with_its_reason(
     request_id = f"revert-{uuid.uuid4().hex}"
     nonce = chain.w3.eth.get_transaction_count(hot_wallet, "pending")
     with pytest.raises(Exception):  # noqa: B017 - the code is checked on the errors event
-        transact_contract.delay(token.address, TOKEN["abi"], "transfer", [fresh_account(), 5],
-                                request_id=request_id, meta={"m": 1}).get(timeout=30)
+        transact_contract.delay(**signed("transact_contract", contract=token.address, abi=TOKEN["abi"],
+                                         function="transfer", args=[fresh_account(), 5], request_id=request_id,
+                                         meta={"m": 1})).get(timeout=30)
     [event] = by_request(kafka, request_id, "command.rejected", topic="errors")
     assert event["payload"]["code"] == "execution_reverted"
     assert event["payload"]["details"]["reason"] == "InsufficientBalance(available=0, required=5)"
@@ -101,8 +105,9 @@ def test_a_transaction_reverted_on_chain_fails_with_its_reason(
     request_id = f"revert-on-chain-{uuid.uuid4().hex}"
     chain.rpc("anvil_setAutomine", [False])
     try:
-        transact_contract.delay(token.address, TOKEN["abi"], "transfer", [fresh_account(), 60],
-                                request_id=request_id, meta={"m": 2}).get(timeout=30)
+        transact_contract.delay(**signed("transact_contract", contract=token.address, abi=TOKEN["abi"],
+                                         function="transfer", args=[fresh_account(), 60], request_id=request_id,
+                                         meta={"m": 2})).get(timeout=30)
         chain.rpc("anvil_setStorageAt", [token.address, slot.to_0x_hex(), "0x" + "00" * 32])
     finally:
         chain.rpc("anvil_setAutomine", [True])

@@ -112,12 +112,28 @@ def test_reorg_retracts_orphaned_deposits_and_finds_the_moved_one(
     assert moved_reverted["payload"]["block_hash"] == seen_moved["payload"]["block_hash"]
     seen_again = deposit_events(kafka, moved, "deposit.seen", count=2)
     assert seen_again[-1]["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
-    [confirmed] = deposit_events(kafka, moved, "deposit.confirmed")
-    assert confirmed["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
-    # The vanished deposit is never confirmed: the moved one's confirmation came from a pass over
-    # every deposit due by then, so anything about the vanished one would be on Kafka before it.
-    assert not [e for e in kafka.so_far("transaction")
-                if e["type"] == "deposit.confirmed" and e["payload"]["to"] == vanished]
+    assert_confirmed_once_on_the_new_branch(kafka, moved, vanished, second["blockHash"].to_0x_hex())
+
+
+def assert_confirmed_once_on_the_new_branch(kafka: KafkaProbe, moved: str, vanished: str, new_hash: str) -> None:
+    """The moved deposit is confirmed exactly once in its new block. A confirmation on the orphaned
+    branch may have gone out before the reorg (it was K deep then: right at the time), and then
+    its retraction says `was_confirmed`; the vanished deposit has no confirmation left standing."""
+    kafka.events("transaction", lambda e: e["type"] == "deposit.confirmed" and e["payload"]["to"] == moved
+                 and e["payload"]["block_hash"] == new_hash, timeout=60)
+    events = kafka.so_far("transaction")
+
+    def of(to: str, event_type: str) -> list[dict]:
+        return [e for e in events if e["type"] == event_type and e["payload"].get("to") == to]
+
+    assert [e["payload"]["block_hash"] for e in of(moved, "deposit.confirmed")
+            if e["payload"]["block_hash"] == new_hash] == [new_hash]
+    for to in (moved, vanished):
+        for early in (e for e in of(to, "deposit.confirmed") if e["payload"]["block_hash"] != new_hash):
+            assert any(r["payload"]["deposit_id"] == early["payload"]["deposit_id"]
+                       and r["payload"]["block_hash"] == early["payload"]["block_hash"]
+                       and r["meta"].get("was_confirmed") is True for r in of(to, "deposit.reverted")), early
+    assert all(e["payload"]["block_hash"] != new_hash for e in of(vanished, "deposit.confirmed"))
 
 
 def test_rescan_and_duplicate_block_tasks_emit_nothing_new(

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from tests.authz_helpers import signed, signed_command
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from wallet.contracts import load_artifact
@@ -46,8 +47,8 @@ def test_a_big_amount_as_a_json_number_on_kafka_is_paid_exactly(
 ) -> None:
     to, request_id = fresh_account(), rid("big")
     meta = {"big": 2**70 + 3, "mark": request_id}
-    kafka.send("command", json.dumps({"type": "send_transaction", "to": to, "amount": BIG_WEI,
-                                      "request_id": request_id, "meta": meta}).encode())
+    kafka.send("command", json.dumps(signed_command({"type": "send_transaction", "to": to, "amount": BIG_WEI,
+                                                     "request_id": request_id, "meta": meta})).encode())
 
     submitted = tx_event(kafka, request_id, "withdrawal.submitted")
     assert submitted["payload"]["amount"] == str(BIG_WEI)
@@ -63,7 +64,8 @@ def test_a_big_amount_through_celery_is_paid_exactly(
     from tasks.sending import send_transaction
 
     to, request_id = fresh_account(), rid("big-celery")
-    result = send_transaction.delay(to=to, amount=BIG_WEI + 2, request_id=request_id).get(timeout=30)
+    result = send_transaction.delay(**signed("send_transaction", to=to, amount=BIG_WEI + 2,
+                                             request_id=request_id)).get(timeout=30)
     assert result["status"] == "submitted"
     assert tx_event(kafka, request_id, "withdrawal.submitted")["payload"]["amount"] == str(BIG_WEI + 2)
     chain.mine(K)
@@ -110,9 +112,9 @@ def test_contract_arguments_past_64_bits_on_kafka_are_exact(
     celery_app, chain: Chain, kafka: KafkaProbe, hot_wallet: str, fresh_account
 ) -> None:
     deploy_id = rid("deploy-big")
-    kafka.send("command", json.dumps({
+    kafka.send("command", json.dumps(signed_command({
         "type": "deploy_contract", "abi": TOKEN["abi"], "bytecode": TOKEN["bytecode"],
-        "args": ["Big", "BIG", 18, HUGE], "request_id": deploy_id}).encode())
+        "args": ["Big", "BIG", 18, HUGE], "request_id": deploy_id})).encode())
     tx_event(kafka, deploy_id, "contract.deploy.submitted")
     chain.mine(K)
     address = tx_event(kafka, deploy_id, "contract.deploy.confirmed")["payload"]["contract_address"]
@@ -120,9 +122,9 @@ def test_contract_arguments_past_64_bits_on_kafka_are_exact(
     assert token.functions.totalSupply().call() == HUGE
 
     to, transfer_id = fresh_account(), rid("transfer-big")
-    kafka.send("command", json.dumps({
+    kafka.send("command", json.dumps(signed_command({
         "type": "transact_contract", "contract": address, "abi": TOKEN["abi"], "function": "transfer",
-        "args": [to, HUGE - 10], "request_id": transfer_id}).encode())
+        "args": [to, HUGE - 10], "request_id": transfer_id})).encode())
     tx_event(kafka, transfer_id, "contract.transact.submitted")
     chain.mine(K)
     tx_event(kafka, transfer_id, "contract.transact.confirmed")
@@ -142,8 +144,8 @@ def test_contract_arguments_past_64_bits_through_celery_are_exact(
     from tasks.contracts import deploy_contract
 
     deploy_id = rid("deploy-big-celery")
-    deploy_contract.delay(TOKEN["abi"], TOKEN["bytecode"], ["Big", "BIG", 18, HUGE + 1],
-                          request_id=deploy_id).get(timeout=30)
+    deploy_contract.delay(**signed("deploy_contract", abi=TOKEN["abi"], bytecode=TOKEN["bytecode"],
+                                   args=["Big", "BIG", 18, HUGE + 1], request_id=deploy_id)).get(timeout=30)
     chain.mine(K)
     address = tx_event(kafka, deploy_id, "contract.deploy.confirmed")["payload"]["contract_address"]
     token = chain.w3.eth.contract(address=chain.w3.to_checksum_address(address), abi=TOKEN["abi"])

@@ -13,6 +13,7 @@ import redis
 import requests
 from eth_account.hdaccount import Language, Mnemonic
 
+from tests.authz_helpers import signed
 from tests.kafka_probe import KafkaProbe
 from wallet.custody.hd import new_mnemonic
 from workers.devstack import APP, Stack
@@ -102,8 +103,9 @@ def test_no_key_seed_mnemonic_or_master_key_in_anything_the_system_writes(
     assert len(addresses) == 5
     # Signing too: a withdrawal from a deposit address (its HD key) through the key worker.
     chain.rpc("anvil_setBalance", [by_task[0], hex(10**18)])
-    sent = send_transaction.delay(to=chain.funder.address, amount="1000", from_address=by_task[0],
-                                  request_id=f"hygiene-{mark}", meta={"hygiene": mark}).get(timeout=60)
+    sent = send_transaction.delay(**signed("send_transaction", to=chain.funder.address, amount="1000",
+                                           from_address=by_task[0], request_id=f"hygiene-{mark}",
+                                           meta={"hygiene": mark})).get(timeout=60)
     assert sent["status"] == "submitted"
     vault = key_wiring.vault
     hot = vault.hot_wallet_address()

@@ -9,6 +9,7 @@ staying silent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,10 +23,11 @@ import pytest
 from celery import Celery
 from web3 import Web3
 
+from tests.authz_helpers import register, signed
 from tests.chain_helpers import Chain
 from tests.conftest import TEST_ENV
 from tests.kafka_probe import KafkaProbe
-from tests.test_deposits import K, deposit_events
+from tests.test_deposits import K, assert_confirmed_once_on_the_new_branch, deposit_events
 from tests.test_withdrawals import mark, tx_events
 from workers.devstack import Stack, StackConfig
 
@@ -67,19 +69,21 @@ def celery_client(stack: Stack) -> Celery:
     return client
 
 
-@pytest.fixture(scope="module", params=NODE_KINDS)
-def node(request: pytest.FixtureRequest) -> Iterator[NodeStack]:
-    kind = request.param
-    home = Path(tempfile.gettempdir()) / f"wallet-test-{kind}-{uuid.uuid4().hex[:8]}"
-    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=f"wtest{kind}",
-                                          extra_env=TEST_ENV, node=kind))
+@contextlib.contextmanager
+def whole_stack(label: str, chain: Callable[[Stack], Chain] = lambda s: Chain(s.rpc_url),
+                **config: Any) -> Iterator[NodeStack]:
+    """A whole stack of its own (the launcher of `wallet stack up`, test settings, a fresh home and
+    key prefix), with the clients a test drives it with; stopped and removed afterwards."""
+    home = Path(tempfile.gettempdir()) / f"wallet-test-{label}-{uuid.uuid4().hex[:8]}"
+    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=f"wtest{label}",
+                                          extra_env=TEST_ENV, **config))
     kafka = celery = None
     try:
         stack.start()
+        register(stack.master_key_file, redis_url=stack.redis_url, key_prefix=f"wtest{label}",
+                 chain_id=stack.config.chain_id)
         kafka, celery = KafkaProbe(stack.kafka_bootstrap), celery_client(stack)
-        env = NodeStack(kind, stack, Chain(stack.rpc_url), kafka, celery)
-        assert env.chain.kind == kind
-        yield env
+        yield NodeStack(label, stack, chain(stack), kafka, celery)
     finally:
         if kafka is not None:
             kafka.close()
@@ -90,34 +94,19 @@ def node(request: pytest.FixtureRequest) -> Iterator[NodeStack]:
             shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="module", params=NODE_KINDS)
+def node(request: pytest.FixtureRequest) -> Iterator[NodeStack]:
+    with whole_stack(request.param, node=request.param) as env:
+        assert env.chain.kind == request.param
+        yield env
+
+
 @pytest.fixture(scope="module")
 def funded_hot_wallet(node: NodeStack) -> str:
     """The node stack's hot wallet, given 1,000 ETH by the dev funder."""
     address = node.task("tasks.sending.hot_wallet_address")
     node.chain.send_eth(address, 1000 * 10**18)
     return address
-
-
-# ---- reading Kafka up to a point, to prove that something did not happen
-def events_so_far(kafka: KafkaProbe, topic: str) -> list[dict[str, Any]]:
-    """Every event on `topic` until now. A marker we write ourselves ends the read: no waiting.
-
-    Only meaningful after a positive marker from the system (an event it made after the point in
-    question), since the system may still be working on what comes before it.
-    """
-    token = uuid.uuid4().hex
-    kafka.send(topic, {"type": "test.end_of_topic", "token": token})
-
-    def is_end(message: Any) -> bool:
-        try:
-            return message.event.get("token") == token
-        except ValueError:
-            return False
-
-    messages = kafka.read_all(topic, lambda ms: any(is_end(m) for m in ms))
-    end = next((i for i, m in enumerate(messages) if is_end(m)), None)
-    assert end is not None, f"could not read {topic} to its end"
-    return [e for e in (m.event for m in messages[:end]) if e.get("type") != "test.end_of_topic"]
 
 
 def first(kafka: KafkaProbe, topic: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -170,9 +159,9 @@ def test_internal_transfers_are_announced_as_not_seen(node: NodeStack) -> None:
     first(node.kafka, "transaction", lambda e: e["type"] == "deposit.seen"
           and e["payload"]["tx_hash"] == marker["transactionHash"].to_0x_hex())
 
-    deposits = [e for e in events_so_far(node.kafka, "transaction") if e["payload"].get("to") == to]
+    deposits = [e for e in node.kafka.so_far("transaction") if e["payload"].get("to") == to]
     assert [(e["type"], e["payload"]["amount"]) for e in deposits] == [("deposit.seen", "4242")]
-    degraded = [e for e in events_so_far(node.kafka, "errors") if e["type"] == "chain.degraded"]
+    degraded = [e for e in node.kafka.so_far("errors") if e["type"] == "chain.degraded"]
     assert len(degraded) == 1, degraded
     assert degraded[0]["payload"]["capability"] == "internal_transfers"
     assert degraded[0]["payload"]["code"] == "tracing_unavailable"
@@ -194,7 +183,7 @@ def test_reverted_transfers_and_contract_creations_are_not_deposits(node: NodeSt
     first(node.kafka, "transaction", lambda e: e["type"] == "deposit.seen"
           and e["payload"]["tx_hash"] == marker["transactionHash"].to_0x_hex())
 
-    events = events_so_far(node.kafka, "transaction")
+    events = node.kafka.so_far("transaction")
     odd_blocks = range(start, marker["blockNumber"])
     assert [e for e in events if e["type"].startswith("deposit.")
             and e["payload"]["block_number"] in odd_blocks] == []
@@ -225,23 +214,14 @@ def test_reorg_of_depth_two_retracts_and_finds_the_moved_deposit(node: NodeStack
     seen_again = deposit_events(kafka, moved, "deposit.seen", count=2)
     assert seen_again[-1]["payload"]["block_hash"] == second["blockHash"].to_0x_hex()
 
-    # A later deposit confirmed: everything about the blocks before it has been said.
-    sentinel = node.new_address()
-    chain.send_eth(sentinel, 1)
-    chain.mine(K)
-    assert deposit_events(kafka, sentinel, "deposit.confirmed")
-    events = events_so_far(kafka, "transaction")
-    confirmed_moved = [e for e in events if e["type"] == "deposit.confirmed" and e["payload"]["to"] == moved]
-    assert [e["payload"]["block_hash"] for e in confirmed_moved] == [second["blockHash"].to_0x_hex()]
-    assert [e["type"] for e in events if e["payload"].get("to") == vanished] == ["deposit.seen",
-                                                                                 "deposit.reverted"]
+    assert_confirmed_once_on_the_new_branch(kafka, moved, vanished, second["blockHash"].to_0x_hex())
 
 
 def test_withdrawal_round_trip(node: NodeStack, funded_hot_wallet: str) -> None:
     to = node.chain.w3.eth.account.create().address
     request_id = f"w-{mark()}"
-    result = node.task("tasks.sending.send_transaction", to=to, amount="1234500000000000000",
-                       request_id=request_id, meta={"node": node.kind})
+    result = node.task("tasks.sending.send_transaction", **signed(
+        "send_transaction", to=to, amount="1234500000000000000", request_id=request_id, meta={"node": node.kind}))
     assert result["status"] == "submitted" and result["from"] == funded_hot_wallet
 
     [submitted] = tx_events(node.kafka, request_id, "withdrawal.submitted")

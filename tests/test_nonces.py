@@ -13,6 +13,7 @@ import uuid
 import pytest
 from web3 import Web3
 
+from tests.authz_helpers import authorized
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from wallet.sending.node import Broadcast
@@ -59,7 +60,7 @@ def test_concurrent_sends_from_one_address_take_every_nonce_once(
         w = Wiring(Settings(master_key_file=stack.master_key_file))
         try:
             for i, to in enumerate(part):
-                outcomes.append(w.sending.send(withdrawal_request(rid(), to, 1000 + i, sender=sender)))
+                outcomes.append(w.sending.send(**authorized(withdrawal_request(rid(), to, 1000 + i, sender=sender))))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -82,7 +83,7 @@ def test_nonce_used_by_another_transaction_is_signed_again_on_a_free_one(
 ) -> None:
     sender, to, other = funded_sender(), fresh_account(), fresh_account()
     service = key_wiring.sending
-    stored = service.prepare(withdrawal_request(rid(), to, 4242, sender=sender))
+    stored = service.prepare(**authorized(withdrawal_request(rid(), to, 4242, sender=sender)))
     # Someone else with this key uses the nonce first (an operator by hand, another system).
     fee = fee_of(chain.w3)
     foreign = key_wiring.signer.sign_transaction(sender, {
@@ -107,7 +108,7 @@ def test_replacement_underpriced_then_already_known(
     service = key_wiring.sending
     chain.rpc("anvil_setAutomine", [False])
     try:
-        stored = service.prepare(withdrawal_request(rid(), to, 777, sender=sender))
+        stored = service.prepare(**authorized(withdrawal_request(rid(), to, 777, sender=sender)))
         # A pricier transaction of the same key waits in the mempool on our nonce.
         fee = 4 * fee_of(chain.w3)
         foreign = key_wiring.signer.sign_transaction(sender, {
@@ -136,15 +137,15 @@ def test_refused_broadcast_releases_its_nonce_and_the_next_send_fills_it(
     node. It fails with the node's reason, and its nonce goes to the next send: no gap, no jam."""
     sender = funded_sender(10**17)
     service = key_wiring.sending
-    first = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
-    second = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
+    first = service.prepare(**authorized(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender)))
+    second = service.prepare(**authorized(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender)))
     assert second.nonce == first.nonce + 1
     assert service.resume(first.request_id).status == "submitted"
     failed = service.resume(second.request_id)
     assert failed.status == "failed" and failed.code == "insufficient_funds"
     assert service.nonces.held(sender) == {first.nonce: first.request_id}
 
-    third = service.send(withdrawal_request(rid(), fresh_account(), 10**15, sender=sender))
+    third = service.send(**authorized(withdrawal_request(rid(), fresh_account(), 10**15, sender=sender)))
     assert third.nonce == second.nonce and third.status == "submitted"
     chain.mine(K)
     assert chain.w3.eth.get_transaction_count(sender) == chain.w3.eth.get_transaction_count(sender, "pending") \
@@ -158,10 +159,10 @@ def test_a_gap_left_by_a_refused_send_is_filled_so_later_ones_are_mined(
     queue behind the gap. When it is overdue, the key worker fills n+1 and n+2 is mined."""
     sender = funded_sender(10**17)
     service = key_wiring.sending
-    first = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
-    second = service.prepare(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender))
+    first = service.prepare(**authorized(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender)))
+    second = service.prepare(**authorized(withdrawal_request(rid(), fresh_account(), 6 * 10**16, sender=sender)))
     to = fresh_account()
-    third = service.prepare(withdrawal_request(rid(), to, 10**15, sender=sender))
+    third = service.prepare(**authorized(withdrawal_request(rid(), to, 10**15, sender=sender)))
     assert service.resume(first.request_id).status == "submitted"
     assert service.resume(second.request_id).status == "failed"
     assert service.resume(third.request_id).status == "submitted"

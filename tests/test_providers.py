@@ -10,31 +10,27 @@ reported on `errors` instead of a silent stall; and the provider's API key nowhe
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from web3 import Web3
 
 from tests.chain_helpers import Chain
-from tests.conftest import TEST_ENV
 from tests.kafka_probe import KafkaProbe
 from tests.provider_proxy import ProviderProxy, ProxyLimits
-from tests.test_nodes import NodeStack, celery_client
+from tests.test_nodes import NodeStack, whole_stack
 from wallet.chain.budget import SharedCallBudget
 from wallet.chain.rpc import RpcClient
 from wallet.state.keyspace import Keyspace
-from workers.devstack import REPO_ROOT, Stack, StackConfig, wait_for
+from workers.devstack import REPO_ROOT, Stack, wait_for
 
-PREFIX = "wtestprov"
+PREFIX = "wtestprov"  # whole_stack("prov")
 NO_TRACERS = frozenset({"eth_getBlockReceipts", "debug_traceBlockByNumber", "trace_block"})
 # A hosted provider as its docs describe it: batches of at most 10, a calls-per-second limit that
 # counts each batch item, no block receipts, no tracer, and a 502 from its load balancer now and then.
@@ -49,22 +45,8 @@ def provider(stack: Stack) -> Iterator[ProviderProxy]:
 
 @pytest.fixture(scope="module")
 def behind(provider: ProviderProxy, chain: Chain) -> Iterator[NodeStack]:
-    home = Path(tempfile.gettempdir()) / f"wallet-test-provider-{uuid.uuid4().hex[:8]}"
-    stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=PREFIX, extra_env=TEST_ENV,
-                                          node="external", rpc_url=provider.url))
-    kafka = celery = None
-    try:
-        stack.start()
-        kafka, celery = KafkaProbe(stack.kafka_bootstrap), celery_client(stack)
-        yield NodeStack("provider", stack, chain, kafka, celery)
-    finally:
-        if kafka is not None:
-            kafka.close()
-        if celery is not None:
-            celery.close()
-        stack.down()
-        if os.environ.get("WALLET_KEEP_TEST_STACK") is None:
-            shutil.rmtree(home, ignore_errors=True)
+    with whole_stack("prov", lambda _stack: chain, node="external", rpc_url=provider.url) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

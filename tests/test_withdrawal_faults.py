@@ -25,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from tests.authz_helpers import signed
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from workers.devstack import REPO_ROOT, Stack, free_port, wait_for
@@ -110,9 +111,9 @@ def test_200_withdrawals_from_4_producers_with_retries_and_a_killed_worker_pay_e
     requests_ = []
     for i in range(COUNT):
         is_token = i % 5 == 4
-        requests_.append({"to": fresh_account(), "amount": (1000 + i) if is_token else 10**12 + i,
-                          "asset": token.address if is_token else "ETH", "request_id": f"w200-{run}-{i}",
-                          "meta": {"run": run, "i": i}})
+        requests_.append(signed("send_transaction", to=fresh_account(), amount=(1000 + i) if is_token else 10**12 + i,
+                                asset=token.address if is_token else "ETH", request_id=f"w200-{run}-{i}",
+                                meta={"run": run, "i": i}))
     start_nonce = chain.w3.eth.get_transaction_count(hot_wallet, "pending")
     started = time.monotonic()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from tests.authz_helpers import signed
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from workers.devstack import wait_for
@@ -24,7 +25,8 @@ def test_a_withdrawal_orphaned_by_a_reorg_lands_once_on_the_new_branch(
 
     to, request_id = fresh_account(), f"reorg-{uuid.uuid4().hex}"
     snapshot = chain.snapshot()
-    sent = send_transaction.delay(to=to, amount="4321", request_id=request_id, meta={"case": "reorg"}).get(timeout=30)
+    sent = send_transaction.delay(**signed("send_transaction", to=to, amount="4321", request_id=request_id,
+                                           meta={"case": "reorg"})).get(timeout=30)
     wait_for(lambda: chain.w3.eth.get_balance(to) == 4321, 30, "the withdrawal to be mined")
 
     chain.revert(snapshot)  # the paying block is orphaned, and its transaction with it
@@ -39,9 +41,11 @@ def test_a_withdrawal_orphaned_by_a_reorg_lands_once_on_the_new_branch(
     assert confirmed["meta"] == {"case": "reorg"}
     receipt = chain.w3.eth.get_transaction_receipt(confirmed["payload"]["tx_hash"])
     assert receipt["status"] == 1 and confirmed["payload"]["block_number"] == receipt["blockNumber"]
-    assert confirmed["payload"]["tx_hash"] in {sent["tx_hash"], *(e["payload"]["tx_hash"] for e in
-                                                  events(kafka, request_id, "withdrawal.replaced", timeout=1))}
+    assert confirmed["payload"]["tx_hash"] in {sent["tx_hash"], *(
+        e["payload"]["tx_hash"] for e in kafka.so_far("transaction")
+        if e["type"] == "withdrawal.replaced" and e["payload"].get("request_id") == request_id)}
     chain.mine(K)
     assert chain.w3.eth.get_balance(to) == 4321
-    assert not events(kafka, request_id, "withdrawal.failed", timeout=2)
-    assert len(events(kafka, request_id, "withdrawal.confirmed", count=2, timeout=2)) == 1
+    mine = [e for e in kafka.so_far("transaction") if e["payload"].get("request_id") == request_id]
+    assert not [e for e in mine if e["type"] == "withdrawal.failed"]
+    assert len([e for e in mine if e["type"] == "withdrawal.confirmed"]) == 1

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.authz_helpers import authorized, signed, signed_command
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 
@@ -34,8 +35,8 @@ def test_eth_withdrawal_is_submitted_then_confirmed_with_meta(
     from tasks.sending import send_transaction
 
     to, request_id = fresh_account(), f"w-{mark()}"
-    result = send_transaction.delay(to=to, amount="1234500000000000000", request_id=request_id,
-                                    meta={"user": 7}).get(timeout=30)
+    result = send_transaction.delay(**signed("send_transaction", to=to, amount="1234500000000000000",
+                                             request_id=request_id, meta={"user": 7})).get(timeout=30)
     assert result["status"] == "submitted" and result["from"] == hot_wallet and result["created"]
 
     [submitted] = tx_events(kafka, request_id, "withdrawal.submitted")
@@ -61,8 +62,8 @@ def test_erc20_withdrawal_moves_tokens(
     token = chain.deploy("SampleToken", "Test USD", "TUSD", 6, 10**15)
     chain.transact(token.functions.transfer(hot_wallet, 10**9))
     to, request_id = fresh_account(), f"w-{mark()}"
-    send_transaction.delay(to=to, amount=2_500_000, asset=token.address.lower(), request_id=request_id,
-                           meta={"m": 1}).get(timeout=30)
+    send_transaction.delay(**signed("send_transaction", to=to, amount=2_500_000, asset=token.address.lower(),
+                                    request_id=request_id, meta={"m": 1})).get(timeout=30)
     chain.mine(K)
     [confirmed] = tx_events(kafka, request_id, "withdrawal.confirmed")
     assert confirmed["payload"]["asset"] == token.address.lower()
@@ -76,7 +77,7 @@ def test_same_request_id_pays_once_on_every_path(
     from tasks.sending import send_transaction
 
     to, request_id = fresh_account(), f"w-{mark()}"
-    args = {"to": to, "amount": 777, "request_id": request_id, "meta": {"k": 1}}
+    args = signed("send_transaction", to=to, amount=777, request_id=request_id, meta={"k": 1})
     first = send_transaction.delay(**args).get(timeout=30)
     kafka.send("command", {"type": "send_transaction", **args})
     again = send_transaction.delay(**args).get(timeout=30)
@@ -85,7 +86,8 @@ def test_same_request_id_pays_once_on_every_path(
     assert tx_events(kafka, request_id, "withdrawal.confirmed")
     # The Kafka copy was handled too (a sentinel behind it on the same path has been processed).
     sentinel = f"w-{mark()}"
-    kafka.send("command", {"type": "send_transaction", "to": fresh_account(), "amount": 1, "request_id": sentinel})
+    kafka.send("command", signed_command({"type": "send_transaction", "to": fresh_account(), "amount": 1,
+                                          "request_id": sentinel}))
     assert tx_events(kafka, sentinel, "withdrawal.submitted")
     assert len(tx_events(kafka, request_id, "withdrawal.submitted", count=2, timeout=2)) == 1
     assert chain.w3.eth.get_balance(to) == 777
@@ -95,12 +97,13 @@ def test_send_command_on_kafka_pays_and_echoes_meta(
     celery_app, chain: Chain, kafka: KafkaProbe, hot_wallet: str, fresh_account
 ) -> None:
     to, m = fresh_account(), mark()
-    kafka.send("command", {"type": "send_transaction", "to": to, "amount": "4200", "meta": {"mark": m}})
+    kafka.send("command", signed_command({"type": "send_transaction", "to": to, "amount": "4200",
+                                          "request_id": f"k-{m}", "meta": {"mark": m}}))
     [submitted] = kafka.events("transaction", lambda e: e["type"] == "withdrawal.submitted"
                                and e["meta"].get("mark") == m)
     chain.mine(K)
     request_id = submitted["payload"]["request_id"]
-    assert request_id.startswith("kafka:command:")
+    assert request_id == f"k-{m}"
     assert tx_events(kafka, request_id, "withdrawal.confirmed")
     assert chain.w3.eth.get_balance(to) == 4200
 
@@ -113,7 +116,7 @@ def test_crash_between_store_and_broadcast_sends_the_stored_bytes(
     from wallet.sending.validation import withdrawal_request
 
     to, request_id = fresh_account(), f"w-{mark()}"
-    stored = key_wiring.sending.prepare(withdrawal_request(request_id, to, 999, meta={"c": 1}))
+    stored = key_wiring.sending.prepare(**authorized(withdrawal_request(request_id, to, 999, meta={"c": 1})))
     assert stored.status == "signed"
     assert chain.w3.eth.get_transaction_count(hot_wallet, "pending") == stored.nonce  # not sent
 
@@ -133,7 +136,8 @@ def test_stuck_transaction_is_replaced_and_only_one_lands(
     to, request_id = fresh_account(), f"w-{mark()}"
     chain.rpc("anvil_setAutomine", [False])
     try:
-        first = send_transaction.delay(to=to, amount=5555, request_id=request_id).get(timeout=30)
+        first = send_transaction.delay(**signed("send_transaction", to=to, amount=5555,
+                                                request_id=request_id)).get(timeout=30)
         [replaced] = tx_events(kafka, request_id, "withdrawal.replaced", timeout=30)
     finally:
         chain.rpc("anvil_setAutomine", [True])
@@ -199,7 +203,8 @@ def test_invalid_withdrawal_is_one_error_and_nothing_broadcast(
     request_id = f"bad-{case}-{mark()}"
     nonce_before = chain.w3.eth.get_transaction_count(hot_wallet, "pending")
     with pytest.raises(Exception):  # noqa: B017 - the code is checked on the errors event
-        send_transaction.delay(**args, request_id=request_id, meta={"case": case}).get(timeout=30)
+        send_transaction.delay(**signed("send_transaction", **args, request_id=request_id,
+                                        meta={"case": case})).get(timeout=30)
     event = rejection(kafka, request_id)
     assert event["payload"]["code"] == code
     assert event["meta"] == {"case": case}

@@ -12,6 +12,7 @@ from typing import Protocol
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from wallet.metrics import NO_METRICS, PRODUCE_ERRORS, RELAYED, Metrics
 from wallet.outbox import STREAM_START, Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class RelaySummary:
 
 
 def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: int,
-               block_ms: int | None) -> tuple[int, str, bool]:
+               block_ms: int | None, metrics: Metrics = NO_METRICS) -> tuple[int, str, bool]:
     """Forward one batch after `cursor`. Returns (forwarded, next cursor, failed).
 
     Only the acknowledged prefix is deleted. After a failure the cursor goes back to the start, so
@@ -46,6 +47,14 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
         return 0, cursor, False
     acked = publisher.publish(entries)
     outbox.remove([e.entry_id for e in entries[:acked]])
+    if metrics.enabled:
+        by_topic: dict[str, int] = {}
+        for entry in entries[:acked]:
+            by_topic[entry.topic] = by_topic.get(entry.topic, 0) + 1
+        for topic, n in by_topic.items():
+            metrics.inc(RELAYED, n, topic=topic)
+        if acked < len(entries):
+            metrics.inc(PRODUCE_ERRORS)
     if acked < len(entries):
         log.warning("publish failed: %d of %d acknowledged; the rest stay in the outbox",
                     acked, len(entries))
@@ -55,8 +64,10 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
 
 def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_seconds: float,
               batch_size: int, clock: Callable[[], float] = time.monotonic,
-              backoff: Callable[[int], None] | None = None) -> RelaySummary:
-    """Forward until the budget is spent, holding `lock` so that relays never run side by side."""
+              backoff: Callable[[int], None] | None = None, metrics: Metrics = NO_METRICS,
+              stopping: Callable[[], bool] = lambda: False) -> RelaySummary:
+    """Forward until the budget is spent, holding `lock` so that relays never run side by side.
+    `stopping` (the worker is shutting down) ends it early and frees the lock for the next relay."""
     if not lock.acquire(blocking=False):
         return RelaySummary(forwarded=0, failed_batches=0, ran=False, finished_on_time=False)
     backoff = backoff or _sleep_backoff
@@ -64,8 +75,8 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
     forwarded = failures = consecutive = 0
     cursor = STREAM_START
     try:
-        while clock() < deadline:
-            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS)
+        while clock() < deadline and not stopping():
+            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS, metrics)
             forwarded += sent
             if failed:
                 failures += 1
@@ -79,7 +90,8 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
                 # Our lease ran out (a paused process?) and another relay may be running: stop.
                 log.warning("bridge lock lost; stopping this relay")
                 return RelaySummary(forwarded, failures, ran=True, finished_on_time=False)
-        return RelaySummary(forwarded, failures, ran=True, finished_on_time=True)
+        # Stopped for a shutdown: no successor from here; beat's watchdog starts one elsewhere.
+        return RelaySummary(forwarded, failures, ran=True, finished_on_time=not stopping())
     finally:
         with contextlib.suppress(LockError):  # an expired lease is already free
             lock.release()

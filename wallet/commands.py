@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -16,6 +17,13 @@ from wallet.errors import (
     COMMAND_TOO_LARGE,
     COMMAND_UNKNOWN_TYPE,
     InvalidCommand,
+)
+from wallet.events import (
+    EVENT_ADDRESS_CREATED,
+    EVENT_AUTHORIZATION_DECIDED,
+    EVENT_BALANCE_READ,
+    EVENT_CONTRACT_CALL_RESULT,
+    EVENT_POLICY_CHANGED,
 )
 
 # How much of a rejected request is echoed back on `errors`: enough to match it, bounded in size.
@@ -81,7 +89,16 @@ def _whole_number(value: Any) -> Any:
 BaseUnits = Annotated[int | str, BeforeValidator(_whole_number)]
 
 
-class CreateAccount(BaseModel):
+class _Command(BaseModel):
+    """A command's fields (but its type) are its task's keyword arguments, and its request id is
+    the task id: a re-enqueued duplicate is the same task to Celery, Flower and the result."""
+
+    def task_call(self, request_id: str) -> tuple[dict[str, Any], str | None]:
+        """(keyword arguments, task id) of the Celery call the Kafka consumer makes."""
+        return {**self.model_dump(exclude={"type"}), "request_id": request_id}, request_id
+
+
+class CreateAccount(_Command):
     # strict: "count": "3" is a caller's bug we report, not a value we guess at.
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -92,14 +109,27 @@ class CreateAccount(BaseModel):
     request_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class _Outgoing(BaseModel):
-    """Fields every outgoing command has. Addresses and amounts are checked by wallet.sending."""
+class Auth(BaseModel):
+    """A producer's signature over the request (wallet.authz.client.sign_request makes it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    key_id: str = Field(max_length=42)
+    expires_at: int
+    signature: str = Field(max_length=200)
+
+
+class _Outgoing(_Command):
+    """Fields every outgoing command has. Addresses and amounts are checked by wallet.sending.
+    Money-moving commands need their `request_id` (the signature covers it) and `auth`; a missing
+    `auth` is refused by the key worker (unauthorized_request), which alone verifies it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     meta: dict[str, Any] = Field(default_factory=dict)
-    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+    request_id: str = Field(min_length=1, max_length=200)
     from_address: str | None = Field(default=None, max_length=100)
+    auth: Auth | None = None
 
 
 class SendTransaction(_Outgoing):
@@ -133,16 +163,157 @@ class TransactContract(_ContractFunction):
 class CallContract(_ContractFunction):
     type: Literal["call_contract"] = "call_contract"
     block: str = Field(default="latest", max_length=80)
+    request_id: str | None = Field(default=None, min_length=1, max_length=200)  # reads move nothing
+
+    def task_call(self, request_id: str) -> tuple[dict[str, Any], str | None]:
+        kwargs, task_id = super().task_call(request_id)
+        kwargs.pop("auth", None)  # a read is not signed
+        return kwargs, task_id
 
 
-AnyCommand = CreateAccount | SendTransaction | DeployContract | TransactContract | CallContract
-Command = Annotated[AnyCommand, Field(discriminator="type")]
-COMMAND_TYPES = ("create_account", "send_transaction", "deploy_contract", "transact_contract", "call_contract")
-# One model per type: a field error's location is the field (["count"]), not the union's tag.
-_MODELS: dict[str, type[AnyCommand]] = {
-    "create_account": CreateAccount, "send_transaction": SendTransaction, "deploy_contract": DeployContract,
-    "transact_contract": TransactContract, "call_contract": CallContract,
-}
+class GetBalance(_Command):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["get_balance"] = "get_balance"
+    address: str = Field(max_length=100)
+    asset: str = Field(default="ETH", max_length=100)  # "ETH" or a token contract address
+    block: str = Field(default="latest", max_length=80)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class _Signed(_Command):
+    """An administrative request: signed by an approver or admin key, verified by the key worker."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    meta: dict[str, Any] = Field(default_factory=dict)
+    request_id: str = Field(min_length=1, max_length=200)
+    auth: Auth | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The signed fields beyond the type and request id."""
+        return self.model_dump(exclude={"type", "request_id", "auth", "meta"})
+
+    def _auth(self) -> dict[str, Any] | None:
+        return self.auth.model_dump() if self.auth is not None else None
+
+    def task_call(self, request_id: str) -> tuple[dict[str, Any], str | None]:
+        """A change of the sealed producer list or policy: one task applies them all."""
+        return {"op": self.type, "body": self.body(), "request_id": request_id, "auth": self._auth(),
+                "meta": self.meta}, request_id
+
+
+class _Settle(_Signed):
+    """A second approver's answer to a held request (its subclasses declare `request_digest`)."""
+
+    def task_call(self, request_id: str) -> tuple[dict[str, Any], str | None]:
+        # Its own task id: the held request's id names the request, not this answer to it.
+        return {"request_id": self.request_id, "request_digest": self.request_digest,
+                "approve": isinstance(self, ApproveWithdrawal), "auth": self._auth(), "meta": self.meta}, None
+
+
+class ApproveWithdrawal(_Settle):
+    """`request_id` is the held request's; `request_digest` the digest its `*.held` event names."""
+
+    type: Literal["approve_withdrawal"] = "approve_withdrawal"
+    request_digest: str = Field(max_length=66)
+
+
+class RejectWithdrawal(_Settle):
+    type: Literal["reject_withdrawal"] = "reject_withdrawal"
+    request_digest: str = Field(max_length=66)
+
+
+class Freeze(_Signed):
+    type: Literal["freeze"] = "freeze"
+    reason: str = Field(default="", max_length=200)
+
+
+class Unfreeze(_Signed):
+    type: Literal["unfreeze"] = "unfreeze"
+    reason: str = Field(default="", max_length=200)
+
+
+class SetPolicy(_Signed):
+    type: Literal["set_policy"] = "set_policy"
+    policy: dict[str, Any]
+
+
+class AddProducer(_Signed):
+    type: Literal["add_producer"] = "add_producer"
+    key_id: str = Field(max_length=42)
+    roles: list[str] = Field(default_factory=lambda: ["producer"])
+    label: str = Field(default="", max_length=200)
+
+
+class RevokeProducer(_Signed):
+    type: Literal["revoke_producer"] = "revoke_producer"
+    key_id: str = Field(max_length=42)
+
+
+# ------------------------------------------------------------------------------- the registry
+# Every command, declared once. The Kafka consumer's dispatch, Celery's task routes and task
+# modules (celeryconfig), the JSON Schemas (`python -m wallet.schemas`) and the README's command
+# table are derived from it. A new command: its model above, one entry here, a domain function and
+# its thin task.
+
+KEYS_QUEUE = "keys"  # the key-holding worker: everything that signs or touches key material
+GENERAL_QUEUE = "celery"  # general workers: reads
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    model: type[_Command]
+    task: str  # the Celery task's name, "<module>.<function>"
+    queue: str
+    replies: tuple[str, ...]  # the event types that answer it (besides `command.rejected` on `errors`)
+    summary: str
+    moves_money: bool = False  # requires its request id and a producer's signature
+    signed: bool = False  # carries `auth`, verified by the key worker
+    read_only: bool = False  # answers with its reply event when sent on Kafka, else the task's result
+
+    @property
+    def type(self) -> str:
+        return self.model.model_fields["type"].default
+
+    @property
+    def module(self) -> str:
+        return self.task.rpartition(".")[0]
+
+
+_SEND_REPLIES = ("authorization.decided", "<kind>.submitted", "<kind>.confirmed", "<kind>.failed",
+                 "<kind>.replaced", "<kind>.held")
+_CHANGE = "tasks.sending.change_authorization"
+_SETTLE = "tasks.sending.settle_withdrawal"
+COMMANDS: dict[str, CommandSpec] = {spec.type: spec for spec in (
+    CommandSpec(CreateAccount, "tasks.accounts.create_account", KEYS_QUEUE, (EVENT_ADDRESS_CREATED,),
+                "create `count` deposit addresses"),
+    CommandSpec(SendTransaction, "tasks.sending.send_transaction", KEYS_QUEUE,
+                tuple(r.replace("<kind>", "withdrawal") for r in _SEND_REPLIES),
+                "pay ETH or a token", moves_money=True, signed=True),
+    CommandSpec(DeployContract, "tasks.contracts.deploy_contract", KEYS_QUEUE,
+                tuple(r.replace("<kind>", "contract.deploy") for r in _SEND_REPLIES),
+                "deploy a contract", moves_money=True, signed=True),
+    CommandSpec(TransactContract, "tasks.contracts.transact_contract", KEYS_QUEUE,
+                tuple(r.replace("<kind>", "contract.transact") for r in _SEND_REPLIES),
+                "call a contract function in a transaction", moves_money=True, signed=True),
+    CommandSpec(CallContract, "tasks.contracts.call_contract", GENERAL_QUEUE, (EVENT_CONTRACT_CALL_RESULT,),
+                "read-only `eth_call`, decoded", read_only=True),
+    CommandSpec(GetBalance, "tasks.reads.get_balance", GENERAL_QUEUE, (EVENT_BALANCE_READ,),
+                "an address's ETH or token balance in base units", read_only=True),
+    CommandSpec(ApproveWithdrawal, _SETTLE, KEYS_QUEUE, (EVENT_AUTHORIZATION_DECIDED, "<kind>.submitted"),
+                "a second approver approves a held request", signed=True),
+    CommandSpec(RejectWithdrawal, _SETTLE, KEYS_QUEUE, (EVENT_AUTHORIZATION_DECIDED,),
+                "a second approver rejects a held request", signed=True),
+    CommandSpec(Freeze, _CHANGE, KEYS_QUEUE, (EVENT_POLICY_CHANGED,), "stop all signing", signed=True),
+    CommandSpec(Unfreeze, _CHANGE, KEYS_QUEUE, (EVENT_POLICY_CHANGED,), "resume signing", signed=True),
+    CommandSpec(SetPolicy, _CHANGE, KEYS_QUEUE, (EVENT_POLICY_CHANGED,), "replace the policy", signed=True),
+    CommandSpec(AddProducer, _CHANGE, KEYS_QUEUE, (EVENT_POLICY_CHANGED,), "register a key", signed=True),
+    CommandSpec(RevokeProducer, _CHANGE, KEYS_QUEUE, (EVENT_POLICY_CHANGED,), "revoke a key", signed=True),
+)}
+COMMAND_TYPES = tuple(COMMANDS)
+AnyCommand = _Command  # any of the registered models
 
 
 def parse_command(raw: bytes, *, max_bytes: int, max_batch_count: int) -> AnyCommand:
@@ -177,7 +348,8 @@ def validate_command(data: dict[str, Any], *, max_batch_count: int) -> AnyComman
             details={"type": kind if isinstance(kind, str | int | float | None) else repr(kind)},
         )
     try:
-        command = _MODELS[kind].model_validate(data)
+        # One model per type: a field error's location is the field (["count"]), not the union's tag.
+        command = COMMANDS[kind].model.model_validate(data)
     except ValidationError as exc:
         raise InvalidCommand(
             COMMAND_INVALID_FIELDS,

@@ -151,6 +151,40 @@ def ensure_same_request(request_id: str, first: Any, again: Any) -> None:
             details={"request_id": request_id})
 
 
+# ---- authorization (wallet.authz): a request the key worker will not sign. Nothing was signed.
+AUTHZ_UNAUTHORIZED = "unauthorized_request"  # no signature, or a kind that may not be asked for
+AUTHZ_SIGNATURE_INVALID = "signature_invalid"  # the signature is not the named producer's over these fields
+AUTHZ_EXPIRED = "request_expired"  # past its expires_at (or expiring too far ahead)
+AUTHZ_UNKNOWN_PRODUCER = "unknown_producer"  # key id not registered, revoked, or without the role
+AUTHZ_REPLAYED = "request_replayed"  # a signature already used for another request id
+AUTHZ_TAMPERED = "request_tampered"  # a stored request or decision whose seal does not verify
+AUTHZ_STATE_INVALID = "authz_state_invalid"  # the sealed producer list / policy is missing or forged
+AUTHZ_APPROVAL_INVALID = "approval_invalid"  # not held, or the approver is the requester
+# Policy (evaluated in the key worker).
+POLICY_FROZEN = "wallet_frozen"
+POLICY_MAX_PER_TX = "policy_max_per_tx"
+POLICY_DAILY_LIMIT = "policy_daily_limit"
+POLICY_DESTINATION_LIMIT = "policy_destination_limit"
+POLICY_DESTINATION_NOT_ALLOWED = "destination_not_allowed"
+POLICY_DESTINATION_NOT_YET_ALLOWED = "destination_not_yet_allowed"
+POLICY_REJECTED_BY_APPROVER = "rejected_by_approver"
+
+
+class AuthorizationError(InvalidCommand):
+    """The request is not authorized (signature, producer, expiry, replay, seals): one `errors`
+    event with the code, nothing signed. Codes: AUTHZ_*."""
+
+
+class PolicyViolation(InvalidCommand):
+    """An authorized request the policy refuses (limits, allow-list, freeze). Codes: POLICY_*."""
+
+
+class WalletFrozen(RetryableError):
+    """Signing is frozen: a replacement or re-sign of an already authorized request waits."""
+
+    code = POLICY_FROZEN
+
+
 class SenderBusy(RetryableError):
     """Another send from the same address holds its nonce lock for longer than we wait."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from wallet.events import OutgoingEvent
+from wallet.metrics import EVENTS, field_of
 
 # Start of the stream; also where the bridge restarts after a failed publish.
 STREAM_START = "0-0"
@@ -35,13 +36,17 @@ class OutboxEntry:
 
 
 class Outbox:
-    def __init__(self, client: redis.Redis, stream_key: str) -> None:
+    def __init__(self, client: redis.Redis, stream_key: str, event_counts: str | None = None) -> None:
         self._redis = client
         self._stream = stream_key
+        # Metrics: a HASH counting appended events by type, in the same transaction (exact counts).
+        self._event_counts = event_counts
 
     def append(self, pipe: redis.client.Pipeline, event: OutgoingEvent) -> None:
         """Queue the event on `pipe`: it is written if and only if the caller's transaction is."""
         pipe.xadd(self._stream, dict(zip(ENTRY_FIELDS, entry_values(event), strict=True)))
+        if self._event_counts is not None:
+            pipe.hincrby(self._event_counts, field_of(EVENTS, {"type": event.envelope.type}), 1)
 
     def read_after(self, cursor: str, count: int, block_ms: int | None = None) -> list[OutboxEntry]:
         """Up to `count` entries after `cursor`, in append order; waits up to `block_ms` for new ones."""

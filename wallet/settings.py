@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     sweep_default_token_threshold: int | None = Field(default=None, gt=0)
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
 
+    # ---- metrics exporter (`python -m workers.metrics`)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    # "user:password": /metrics then asks for HTTP basic auth (as Flower's --basic-auth).
+    metrics_basic_auth: SecretStr | None = None
+    # Base units per asset ("ETH" or a token address) the hot wallet should hold at least: exposed
+    # as wallet_hot_wallet_floor_base_units, which the HotWalletBelowFloor alert compares against.
+    hot_wallet_floors: dict[str, int] = Field(default_factory=dict)
+
     # A height whose task failed this many times in a row is reported (`block.unreadable`).
     scan_report_after_failures: int = Field(default=4, ge=1)
 

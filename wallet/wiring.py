@@ -6,6 +6,9 @@ from functools import cached_property
 
 import redis
 
+from wallet.authz.admin import AuthzAdmin
+from wallet.authz.gate import Gate
+from wallet.authz.sealed import Sealer, derive_seal_key
 from wallet.chain.budget import SharedCallBudget
 from wallet.chain.endpoints import FailoverRpc
 from wallet.chain.health import ChainHealth
@@ -18,6 +21,7 @@ from wallet.custody.signer import Signer
 from wallet.custody.vault import KeyVault
 from wallet.deposits.scanner import DepositScanner
 from wallet.deposits.tokens import TokenDirectory
+from wallet.metrics import Metrics
 from wallet.outbox import Outbox
 from wallet.sending.node import NodeGateway
 from wallet.sending.planner import Planner
@@ -25,6 +29,7 @@ from wallet.sending.service import SendService, SendTiming
 from wallet.sending.sweeps import SweepConfig, SweepPolicy
 from wallet.sending.tracker import Tracker
 from wallet.services.accounts import AccountService
+from wallet.services.reads import Reads
 from wallet.settings import Settings
 from wallet.state.keyspace import Keyspace
 
@@ -45,7 +50,12 @@ class Wiring:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.redis, self.keyspace.outbox)
+        return Outbox(self.redis, self.keyspace.outbox, event_counts=self.keyspace.metrics_counters)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """This process's counts (RPC calls, blocks scanned, ...), written to Redis in batches."""
+        return Metrics(self.redis, self.keyspace)
 
     @cached_property
     def chain_id(self) -> int:
@@ -92,8 +102,11 @@ class Wiring:
             trace_source = RpcClient(s.eth_trace_rpc_url, timeout=s.eth_rpc_timeout_seconds,
                                      max_batch=s.eth_rpc_max_batch, budget=self._budget(s.eth_trace_rpc_url),
                                      max_wait=s.eth_rpc_max_wait_seconds)
-        return RpcClient(url, timeout=s.eth_rpc_timeout_seconds, max_batch=s.eth_rpc_max_batch,
-                         budget=self._budget(url), max_wait=s.eth_rpc_max_wait_seconds, trace_source=trace_source)
+            trace_source.transport.observer = self.metrics.rpc_observer
+        client = RpcClient(url, timeout=s.eth_rpc_timeout_seconds, max_batch=s.eth_rpc_max_batch,
+                           budget=self._budget(url), max_wait=s.eth_rpc_max_wait_seconds, trace_source=trace_source)
+        client.transport.observer = self.metrics.rpc_observer
+        return client
 
     def _budget(self, url: str) -> SharedCallBudget | None:
         rate = self.settings.eth_rpc_max_rps
@@ -106,7 +119,7 @@ class Wiring:
             self.redis, self.keyspace, self.rpc, TokenDirectory(self.redis, self.keyspace, self.rpc),
             self.outbox, self.chain_id, s.required_confirmations, s.reorg_margin, s.trace_internal_transfers,
             rpc_factory=self.new_rpc_client, fetch_parallelism=s.scan_fetch_parallelism,
-            health=self.chain_health,
+            health=self.chain_health, metrics=self.metrics,
         )
 
     @cached_property
@@ -128,12 +141,32 @@ class Wiring:
         return NodeGateway(self.new_rpc_client)
 
     @cached_property
+    def reads(self) -> Reads:
+        """Read-only commands; a general worker's."""
+        return Reads(self.redis, self.outbox, self.node, self.chain_id)
+
+    @cached_property
     def sending(self) -> SendService:
         """Signs and broadcasts: only the key-holding worker (`keys` queue) calls this."""
         s = self.settings
         return SendService(self.redis, self.keyspace, self.outbox, self.node, self.signer, self.chain_id,
                            SendTiming(s.send_lock_seconds, s.send_fee_bump_percent,
-                                      s.send_rebroadcast_after_seconds, s.send_replace_after_seconds))
+                                      s.send_rebroadcast_after_seconds, s.send_replace_after_seconds),
+                           self.authz_gate)
+
+    @cached_property
+    def authz_gate(self) -> Gate:
+        """Verifies producer signatures, the sealed producer list and policy, and records decisions:
+        needs the master key (its seal key is derived from it), so only the key-holding worker (or
+        an operator's CLI on the key host) builds one."""
+        seal_key = derive_seal_key(load_master_key(self.settings.master_key, self.settings.master_key_file))
+        self.vault  # noqa: B018 - the master key must be the store's before anything is sealed with it
+        return Gate(self.redis, self.keyspace, self.outbox, self.chain_id, Sealer(seal_key),
+                    holds_key=self.signer.holds_key, hot_wallet=self.signer.hot_wallet_address)
+
+    @cached_property
+    def authz_admin(self) -> AuthzAdmin:
+        return AuthzAdmin(self.authz_gate, self.settings.cold_wallet_address)
 
     @cached_property
     def tracker(self) -> Tracker:

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 KEY_QUEUE = "keys"
 
-app = Celery("eth_wallet_manager", include=["tasks.accounts", "tasks.blocks", "tasks.bridge"])
+# Task modules and routes come from celeryconfig (`imports`, `task_routes`), derived from the
+# command registry.
+app = Celery("eth_wallet_manager")
 app.config_from_object("celeryconfig")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -18,8 +20,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
-from workers.cli_keys import keys_app
-from workers.devstack import EXTERNAL, NODE_KINDS, Stack, StackError, public_url
+from workers.cli_keys import install_key, keys_app, seed_restorer
+from workers.cli_policy import KeyFileOption, sign_command
+from workers.cli_policy import register as register_policy_commands
+from workers.devstack import (
+    DEFAULT_ENV_FILE,
+    EXTERNAL,
+    NODE_KINDS,
+    STACK_OWNED,
+    Stack,
+    StackError,
+    public_url,
+    user_settings,
+)
 
 app = typer.Typer(help="Ethereum wallet manager.", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded dev stack: Redis, Tansu, an Ethereum node, workers, beat, bridge, "
@@ -34,6 +47,7 @@ app.add_typer(topic_app, name="topic")
 app.add_typer(scan_app, name="scan")
 app.add_typer(keys_app, name="keys")
 app.add_typer(topic_app, name="topics", hidden=True)
+register_policy_commands(app)  # producers, policy, freeze, unfreeze, approve, reject, held
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,6 +92,19 @@ def stack_up(
         help="The dev node to start: anvil (default), ganache or hardhat.")] = None,
     rpc_url: Annotated[str | None, typer.Option(
         help="Use the node at this http(s) URL instead of starting one (its chain id is read from it).")] = None,
+    keep: Annotated[bool | None, typer.Option(
+        "--keep/--fresh", help="--keep: Redis and the chain as the last run left them (anvil or --rpc-url). "
+        "--fresh: Redis emptied and a new chain. Default: fresh, but keep with --rpc-url "
+        "(an outside chain cannot start over).", show_default=False)] = None,
+    restore: Annotated[Path | None, typer.Option(
+        help="A seed backup (`wallet keys export`) to install before the key worker starts.",
+        exists=True, dir_okay=False, readable=True)] = None,
+    master_key_file: Annotated[Path | None, typer.Option(
+        help="Install this master key as the stack's before it starts (a restore's key; the stack's "
+        "old one is kept beside it, .previous).", exists=True, dir_okay=False, readable=True)] = None,
+    env_file: Annotated[Path, typer.Option(
+        envvar="WALLET_DEVSTACK_ENV_FILE",
+        help="WALLET_* settings file read besides the environment (which wins).")] = DEFAULT_ENV_FILE,
 ) -> None:
     """Start every process, show the system working, and run until Ctrl-C."""
     if node is not None and rpc_url is not None:
@@ -96,20 +123,43 @@ def stack_up(
         stack.use_node(EXTERNAL, rpc_url)
     else:
         stack.use_node(node or "anvil")
+    keep = (stack.config.node == EXTERNAL) if keep is None else keep
+    try:
+        settings = user_settings(os.environ, env_file)
+        if keep:
+            stack.check_can_keep()
+    except StackError as exc:
+        _start_refused(str(exc))
+    if env_file != DEFAULT_ENV_FILE and not env_file.is_file():
+        err_console.print(f"[yellow]no settings file {escape(str(env_file))}[/]: only the environment's are used")
+    for name, source in {**settings.ignored, **settings.unknown}.items():
+        why = ("the stack's own setting" if name in settings.ignored else "not a setting (a typo?)")
+        err_console.print(f"[yellow]ignored {name}[/] from {escape(source)}: {why}")
+    stack.use_settings(settings)
+    stack.config.save_chain = True  # so that a later start can keep this chain
     stack.save()
+    _install_master_key(stack, master_key_file, keep)
     if stack.ensure_master_key():
         console.print(f"[yellow]created a new dev master key at {stack.master_key_file}[/] (keep it: "
                       "the keys in this stack's Redis are sealed with it)")
+    if keep:
+        console.print("keeping the last run's state: Redis and the chain as they were (Kafka starts empty)")
+    elif stack.reset():
+        console.print("fresh start: the last run's Redis state and chain are discarded (`--keep` keeps them)")
+    before_app, restored = (None, [])
+    if restore is not None:
+        before_app, restored = seed_restorer(stack, restore)
     with console.status("starting the dev stack..."):
         try:
-            stack.start()
+            stack.start(before_app=before_app)
         except StackError as exc:
-            console.print(f"[red]start failed:[/] {escape(str(exc))}")
             stack.down()
-            raise typer.Exit(1) from None
+            _start_refused(str(exc))
     _print_status(stack)
-    console.print(f"Flower: [bold]{stack.flower_url}[/] (user [bold]{stack.config.flower_user}[/], "
-                  f"password [bold]{stack.config.flower_password}[/]); logs in {stack.logs}/")
+    if restore is not None:
+        console.print(f"restored the seed from {restore}: {len(restored)} addresses watched again")
+    for key in STACK_OWNED:
+        os.environ.pop(key, None)  # this process's own WALLET_* must not point the demo elsewhere
     for key, value in stack.client_env().items():
         os.environ[key] = value
     if demo:
@@ -132,6 +182,34 @@ def stack_up(
         with console.status("stopping..."):
             stack.down()
         console.print("stopped")
+
+
+def _start_refused(reason: str) -> NoReturn:
+    err_console.print(f"[red]start failed:[/] {escape(reason)}")
+    raise typer.Exit(1)
+
+
+def _install_master_key(stack: Stack, key_file: Path | None, keep: bool) -> None:
+    """`up --master-key-file`: that key becomes the stack's. Refused when kept state is sealed by
+    the stack's current key (it would no longer open)."""
+    from wallet.custody.master_key import load_master_key
+    from wallet.errors import WalletError
+
+    if key_file is None:
+        return
+    try:
+        key = load_master_key(None, key_file)
+        current = load_master_key(None, stack.master_key_file) if stack.master_key_file.exists() else None
+    except WalletError as exc:
+        _start_refused(f"[{exc.code}] {exc}")
+    if key == current:
+        return
+    if current is not None and keep and stack.has_saved_state():
+        _start_refused(f"--master-key-file with --keep: the kept Redis is sealed by {stack.master_key_file}; "
+                       "rotate with `wallet keys rotate` instead, or start fresh")
+    install_key(stack.master_key_file, key.hex())
+    console.print(f"installed {key_file} as this stack's master key ({stack.master_key_file}"
+                  + (", the old one beside it as .previous)" if current is not None else ")"))
 
 
 def _demo(stack: Stack) -> None:
@@ -174,13 +252,18 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
     w3.provider.make_request(set_balance, [hot, hex(100 * 10**18)])
     artifact = load_artifact("SampleToken")
     deploy_id = f"demo-deploy-{uuid.uuid4().hex[:8]}"
-    _produce(settings, TOPIC_COMMAND, json.dumps({
+    _produce(settings, TOPIC_COMMAND, json.dumps(sign_command({
         "type": "deploy_contract", "abi": artifact["abi"], "bytecode": artifact["bytecode"],
-        "args": ["Demo Token", "DEMO", 6, 10**12], "request_id": deploy_id, "meta": {"demo": True}}).encode())
+        "args": ["Demo Token", "DEMO", 6, 10**12], "request_id": deploy_id, "meta": {"demo": True}},
+        None, stack.home)).encode())
+    # The request's own events (`authorization.decided` carries its request id too).
     deployed = _first_matching(settings, TOPIC_TRANSACTION,
-                               lambda e: e["payload"].get("request_id") == deploy_id, timeout=30)
-    if deployed is None:
+                               lambda e: e["payload"].get("request_id") == deploy_id
+                               and e["type"].startswith("contract.deploy."), timeout=30)
+    if deployed is None or not deployed["payload"].get("tx_hash"):
         console.print("[red]demo: the sample token was not deployed within 30 s[/]")
+        if deployed is not None:
+            console.print(JSON.from_data(deployed))
         raise typer.Exit(1)
     token = w3.eth.wait_for_transaction_receipt(deployed["payload"]["tx_hash"], timeout=30)["contractAddress"]
     console.print(f"demo: SampleToken deployed by the hot wallet {hot} at [bold]{token}[/]")
@@ -188,9 +271,10 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
     command = {"type": "send_transaction", "to": deposit_address, "amount": "1500000", "asset": token,
                "request_id": send_id, "meta": {"demo": True}}
     console.print(f"demo: sending on [bold]{TOPIC_COMMAND}[/]: {json.dumps(command)}")
-    _produce(settings, TOPIC_COMMAND, json.dumps(command).encode())
+    _produce(settings, TOPIC_COMMAND, json.dumps(sign_command(command, None, stack.home)).encode())
     sent = _first_matching(settings, TOPIC_TRANSACTION,
-                           lambda e: e["payload"].get("request_id") == send_id, timeout=30)
+                           lambda e: e["payload"].get("request_id") == send_id
+                           and e["type"].startswith("withdrawal."), timeout=30)
     if sent is None:
         console.print("[red]demo: no withdrawal event within 30 s[/]")
         raise typer.Exit(1)
@@ -208,15 +292,16 @@ def stack_down(home: HomeOption = DEFAULT_HOME) -> None:
 
 @stack_app.command("status")
 def stack_status(home: HomeOption = DEFAULT_HOME) -> None:
-    """Which processes are running, and where."""
+    """Which processes are running, and where; Flower's login; the settings in effect."""
     _print_status(Stack.load_or_create(home))
 
 
 @stack_app.command("env")
 def stack_env(home: HomeOption = DEFAULT_HOME) -> None:
-    """Print `export` lines that point a shell (and `celery`, python clients) at the dev stack."""
-    for key, value in Stack.load_or_create(home).client_env().items():
-        print(f"export {key}={value}")
+    """Print `export` lines that point a shell (and `celery`, python clients, `wallet`) at the dev stack."""
+    stack = Stack.load_or_create(home)
+    for key, value in {**stack.client_env(), "WALLET_DEVSTACK_DIR": str(stack.home.resolve())}.items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def _print_status(stack: Stack) -> None:
@@ -227,6 +312,16 @@ def _print_status(stack: Stack) -> None:
     console.print(table)
     console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  "
                   f"node {stack.config.node} {escape(public_url(stack.rpc_url))} (chain id {stack.config.chain_id})")
+    console.print(f"Flower: [bold]{stack.flower_url}[/] (user [bold]{stack.config.flower_user}[/], "
+                  f"password [bold]{escape(stack.config.flower_password)}[/]); logs in {stack.logs}/")
+    shown = stack.shown_settings()
+    if shown:
+        settings = Table("setting", "value", "from", title="settings (not the defaults)")
+        for name, value, source in shown:
+            settings.add_row(name, escape(value), escape(source))
+        console.print(settings)
+    else:
+        console.print("settings: all defaults (WALLET_* in the environment or .env at `up` change them)")
 
 
 # ---------------------------------------------------------------- accounts
@@ -281,16 +376,20 @@ def send(
     request_id: Annotated[str | None, typer.Option(help="Idempotency key: the same key never pays twice.")] = None,
     meta: Annotated[str, typer.Option(help="JSON object echoed back in the events.")] = "{}",
     wait: Annotated[float, typer.Option(help="Seconds to wait for the broadcast.")] = 30.0,
+    key_file: KeyFileOption = None,
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
-    """Send ETH or an ERC-20 token (signed by the key worker); prints the transaction."""
+    """Send ETH or an ERC-20 token (signed by the key worker); prints the transaction. The request is
+    signed by a producer key: --key-file, or the dev stack's own (made on first use)."""
     use_dev_stack(home)
     meta_obj = _meta_option(meta)
     from tasks.sending import send_transaction
 
+    signed = sign_command({"type": "send_transaction", "to": to, "amount": amount, "asset": asset,
+                           "from_address": from_address, "request_id": request_id or f"cli-{uuid.uuid4()}",
+                           "meta": meta_obj}, key_file, home)
     try:
-        result = send_transaction.delay(to=to, amount=amount, asset=asset, from_address=from_address,
-                                        request_id=request_id or f"cli-{uuid.uuid4()}", meta=meta_obj).get(timeout=wait)
+        result = send_transaction.delay(**{k: v for k, v in signed.items() if k != "type"}).get(timeout=wait)
     except Exception as exc:  # noqa: BLE001 - the task's error, as its code and message (also on `errors`)
         _task_failed(exc)
     console.print(JSON.from_data(result))

@@ -16,23 +16,16 @@ import time
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from tasks.accounts import create_account
-from tasks.contracts import call_contract, deploy_contract, transact_contract
 from tasks.deps import wiring
-from tasks.sending import send_transaction
-from wallet.commands import meta_of, parse_command
+from wallet.commands import COMMANDS, meta_of, parse_command
 from wallet.errors import InvalidCommand
 from wallet.events import TOPIC_COMMAND
 from wallet.kafka import client_config, ensure_topics, topic_name
 from wallet.services.rejections import reject_command
 from wallet.settings import Settings, get_settings
+from workers.app import app
 
 log = logging.getLogger("workers.command_consumer")
-
-
-TASKS = {"create_account": create_account, "send_transaction": send_transaction,
-         "deploy_contract": deploy_contract, "transact_contract": transact_contract,
-         "call_contract": call_contract}
 
 
 def request_id_of(record: ConsumerRecord) -> str:
@@ -58,12 +51,13 @@ def handle(record: ConsumerRecord, settings: Settings) -> str:
         log.info("rejected command at %s: %s", source, exc.code)
         return exc.code
     request_id = command.request_id or request_id
-    # task_id = request_id: a re-enqueued duplicate is the same task to Celery, Flower and the result.
-    # Each command's fields (but its type) are the task's keyword arguments.
-    TASKS[command.type].apply_async(
-        kwargs={**command.model_dump(exclude={"type"}), "request_id": request_id},
-        task_id=request_id,
-    )
+    # Dispatch is the registry's: the task by name (routed to its queue by celeryconfig), with the
+    # keyword arguments and task id the command's model gives.
+    spec = COMMANDS[command.type]
+    kwargs, task_id = command.task_call(request_id)
+    if spec.read_only:
+        kwargs["reply"] = True  # a read sent on Kafka is answered on Kafka
+    app.send_task(spec.task, kwargs=kwargs, task_id=task_id)
     return "enqueued"
 
 

@@ -1,7 +1,12 @@
 """The embedded dev stack: every part of the system as a real process on loopback.
 
 Used by `wallet stack up` and by the test suite, so the tests run the system the way a user does.
-State (ports, pids, logs, the dev master key) lives in one folder, `.devstack/` by default.
+State (ports, pids, logs, the dev master key, Redis's data, the saved chain) lives in one folder,
+`.devstack/` by default.
+
+A start is coherent: either every part starts empty (Redis emptied, a new chain, Kafka in memory),
+or Redis and the chain both come back as they were (`keep`), checked against each other before any
+worker starts. Processes release their locks when stopped; a start clears what a killed one left.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,8 +23,9 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -28,11 +35,11 @@ PYTHON = sys.executable
 
 # Preferred ports; any that is taken is replaced by a free one, so the stack never fights the
 # machine's own Redis (6379) or another stack.
-DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "node": 18545, "flower": 15555}
+DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "node": 18545, "flower": 15555, "metrics": 19808}
 
 # "node" is the Ethereum node process, of the kind StackConfig.node names (none for "external").
 INFRA = ("redis", "kafka", "node")
-APP = ("worker-keys", "worker", "bridge", "beat", "command-consumer", "flower")
+APP = ("worker-keys", "worker", "bridge", "beat", "command-consumer", "flower", "metrics")
 ALL = INFRA + APP
 
 
@@ -46,6 +53,29 @@ DEFAULT_CHAIN_ID = 31337
 DEV_FUNDER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 DEV_FUNDER_BALANCE_WEI = 10**24  # 1,000,000 ETH
 HARDHAT_CONFIG = REPO_ROOT / "devnodes" / "hardhat" / "hardhat.config.js"
+
+
+# The stack's own settings: where its Redis, Kafka and node are, its key prefix, and the master key
+# (given to the key worker alone). Never taken from the environment or `.env`: a shell that ran
+# `eval "$(wallet stack env)"` exports them, and they must not point a new start at an old one.
+# `--rpc-url` is how a start uses another node.
+STACK_OWNED = frozenset({
+    "WALLET_REDIS_URL", "WALLET_CELERY_BROKER_URL", "WALLET_CELERY_RESULT_BACKEND",
+    "WALLET_KAFKA_BOOTSTRAP", "WALLET_KAFKA_SECURITY_PROTOCOL", "WALLET_KAFKA_SASL_MECHANISM",
+    "WALLET_KAFKA_SASL_USERNAME", "WALLET_KAFKA_SASL_PASSWORD", "WALLET_KAFKA_SSL_CAFILE",
+    "WALLET_ETH_RPC_URL", "WALLET_ETH_RPC_URLS", "WALLET_CHAIN_ID", "WALLET_KEY_PREFIX",
+    "WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE",
+})
+# WALLET_* variables of the command line and the tests, not settings of the processes: not passed
+# on, and not reported as unknown.
+NOT_SETTINGS = frozenset({"WALLET_DEVSTACK_DIR", "WALLET_DEVSTACK_ENV_FILE", "WALLET_PRODUCER_KEY_FILE",
+                          "WALLET_KEEP_TEST_STACK"})
+# The settings file a start reads besides the environment (the same file compose reads).
+DEFAULT_ENV_FILE = REPO_ROOT / ".env"
+# Files in the stack's folder that mean something only with the Redis state they were registered
+# in (the dev producer and approver keys, workers/cli_policy.py): a fresh start removes them, and
+# they are made and registered again on first use.
+REDIS_BOUND_FILES = ("producer.key", "approver.key")
 
 
 class StackError(RuntimeError):
@@ -201,6 +231,12 @@ class StackConfig:
     # One of NODE_KINDS, started as the "node" process, or EXTERNAL: `rpc_url`, nothing started.
     node: str = "anvil"
     rpc_url: str | None = None
+    # Anvil saves its chain on exit (and loads it on start), so a later start can keep it.
+    save_chain: bool = False
+    # WALLET_* settings of the last start, from `.env` and the environment (see `user_settings`),
+    # and where each came from; on top of `extra_env`.
+    user_env: dict[str, str] = field(default_factory=dict)
+    user_env_sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.check_node()
@@ -227,6 +263,8 @@ class Stack:
         self.config = config
         self.logs = home / "logs"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Where each log stood when this object started its process: readiness reads only after it.
+        self._log_offsets: dict[str, int] = {}
 
     # ---- persistence, so `down` and `status` work from another shell
     @classmethod
@@ -286,16 +324,51 @@ class Stack:
     def master_key_file(self) -> Path:
         return self.home / "master.key"
 
-    def client_env(self) -> dict[str, str]:
-        """WALLET_* settings of this stack, for every process and client except the key holder."""
+    @property
+    def chain_state_file(self) -> Path:
+        """Where Anvil saves its chain on exit and loads it from on start (`save_chain`)."""
+        return self.home / "node" / "anvil-state.json"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"
+
+    def connection_env(self) -> dict[str, str]:
+        """The stack's own settings: its Redis, Kafka, node, chain id and key prefix."""
         return {
             "WALLET_REDIS_URL": self.redis_url,
             "WALLET_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "WALLET_ETH_RPC_URL": self.rpc_url,
             "WALLET_CHAIN_ID": str(self.config.chain_id),
             "WALLET_KEY_PREFIX": self.config.key_prefix,
-            **self.config.extra_env,
         }
+
+    def settings_env(self) -> dict[str, str]:
+        """The other WALLET_* settings every process gets: `extra_env`, then the last start's `.env`
+        and environment (`user_env`), later ones winning."""
+        return {**self.config.extra_env, **self.config.user_env}
+
+    def client_env(self) -> dict[str, str]:
+        """WALLET_* settings of this stack, for every process and client except the key holder."""
+        # user_env never holds one of the stack's own settings (STACK_OWNED): `user_settings` drops them.
+        return {**self.connection_env(), **self.settings_env()}
+
+    @property
+    def key_prefix(self) -> str:
+        return self.client_env()["WALLET_KEY_PREFIX"]
+
+    def use_settings(self, settings: UserSettings) -> None:
+        """Settings for the next start (from `user_settings`): kept in stack.json, so every process
+        of this run, a restarted one included, and `stack env` / `stack status` agree."""
+        self.config.user_env = dict(settings.values)
+        self.config.user_env_sources = dict(settings.sources)
+
+    def shown_settings(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) of each setting in effect beyond the stack's own that differs from
+        its default, with secrets masked: what `stack status` lists."""
+        sources = {**{k: "stack.json" for k in self.config.extra_env}, **self.config.user_env_sources}
+        return [(name, value, sources.get(name, "stack.json"))
+                for name, value in non_default_settings(self.settings_env()).items()]
 
     def _process_env(self, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
@@ -325,13 +398,13 @@ class Stack:
         celery = [PYTHON, "-m", "celery", "-A", "workers.app"]
         match name:
             case "redis":
-                (self.home / "redis").mkdir(parents=True, exist_ok=True)
+                self.redis_dir.mkdir(parents=True, exist_ok=True)
                 # The password goes in a private config file, not argv, where `ps` would show it.
-                conf = self.home / "redis" / "redis.conf"
+                conf = self.redis_dir / "redis.conf"
                 conf.write_text(f"requirepass {self.config.redis_password}\n")
                 conf.chmod(0o600)
                 return [redis_binary(), str(conf), "--port", str(p["redis"]), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "yes", "--dir", str(self.home / "redis"),
+                        "--save", "", "--appendonly", "yes", "--dir", str(self.redis_dir),
                         "--protected-mode", "no"]
             case "kafka":
                 url = f"tcp://127.0.0.1:{p['kafka']}"
@@ -340,7 +413,12 @@ class Stack:
             case "node":
                 if self.config.node == EXTERNAL:
                     raise StackError("an external node is not started by the stack")
-                return NODE_ARGV[self.config.node](p["node"], self.config.chain_id)
+                argv = NODE_ARGV[self.config.node](p["node"], self.config.chain_id)
+                if self.config.node == "anvil" and self.config.save_chain:
+                    # Loads the chain saved by the last run, if any; saves it on exit (SIGTERM).
+                    self.chain_state_file.parent.mkdir(parents=True, exist_ok=True)
+                    argv += ["--state", str(self.chain_state_file)]
+                return argv
             case "worker-keys":
                 return [*celery, "worker", "-Q", "keys", "-c", "1", "-n", f"keys-{p['redis']}@%h",
                         "--loglevel", "INFO"]
@@ -355,6 +433,10 @@ class Stack:
                         "--schedule", str(self.home / "celerybeat-schedule")]
             case "command-consumer":
                 return [PYTHON, "-m", "workers.command_consumer"]
+            case "metrics":
+                # The Prometheus exporter (a stack.json from before it has no port for it yet).
+                port = p.setdefault("metrics", free_port())
+                return [PYTHON, "-m", "workers.metrics", "--host", "127.0.0.1", "--port", str(port)]
             case "flower":
                 return [*celery, "flower", "--address=127.0.0.1", f"--port={p['flower']}",
                         f"--basic-auth={self.config.flower_user}:{self.config.flower_password}"]
@@ -382,23 +464,56 @@ class Stack:
                 return self._log_has(name, "beat: Starting")
             case "command-consumer":
                 return self._log_has(name, "consuming ")
+            case "metrics":
+                return self._log_has(name, "serving metrics on ")
         return False
 
     def _log_has(self, name: str, text: str) -> bool:
+        return text in self.run_output(name)
+
+    def run_output(self, name: str) -> str:
+        """What `name` wrote to its log in this run: from where the log stood when it was started
+        (the log keeps earlier runs, which must not count as this one being ready)."""
         path = self.logs / f"{name}.log"
-        return path.exists() and text in path.read_text(errors="replace")
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(self._log_offsets.get(name, 0))
+            return f.read().decode(errors="replace")
 
     # ---- lifecycle
-    def start(self, names: Iterable[str] = ALL, timeout: float = 60.0) -> None:
+    def start(self, names: Iterable[str] = ALL, timeout: float = 60.0,
+              before_app: Callable[[], None] | None = None) -> None:
+        """Start `names` (infrastructure first) and wait until each is ready in this run.
+
+        Before the first app process of a whole start (none running yet), Redis's state is
+        checked against the chain (`check_coherent`), locks that a killed process left are
+        cleared, and `before_app` runs (a seed restore, say).
+
+        Raises:
+            StackError: a process exited or was not ready in time (its log's path and reason),
+                or Redis's state is not from the chain the node serves.
+        """
         names = list(names)
         if self.config.node == EXTERNAL and "node" in names:
             names.remove("node")
             self._read_external_chain_id()
         self.logs.mkdir(parents=True, exist_ok=True)
-        if any(n in APP for n in names):
+        app = [n for n in names if n in APP]
+        if app:
             self.ensure_master_key()
+        whole = bool(app) and not any(self.alive(n) for n in APP)
         # Infrastructure first: the app processes connect to it as they start.
-        for group in ([n for n in names if n in INFRA], [n for n in names if n in APP]):
+        for group in ([n for n in names if n in INFRA], app):
+            if group is app and app:
+                if whole:
+                    try:
+                        self.check_coherent()
+                        self.clear_locks()
+                    except redis.RedisError as exc:
+                        raise StackError(f"Redis does not answer ({exc}): is it running?") from None
+                if before_app is not None:
+                    before_app()
             for name in group:
                 self._spawn(name)
             for name in group:
@@ -409,12 +524,19 @@ class Stack:
     def _spawn(self, name: str) -> None:
         if self.alive(name):
             return
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            self.argv(name), cwd=REPO_ROOT, env=self._process_env(name), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
+        path = self.logs / f"{name}.log"
+        log = open(path, "ab")  # noqa: SIM115 - the child owns it
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        log.write(f"==== {name} started {started} ====\n".encode())
+        log.flush()
+        self._log_offsets[name] = log.tell()
+        try:
+            proc = subprocess.Popen(
+                self.argv(name), cwd=REPO_ROOT, env=self._process_env(name), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            log.close()
         self.procs[name] = proc
         self.config.pids[name] = proc.pid
         self.save()
@@ -429,9 +551,9 @@ class Stack:
 
     def _create_topics(self) -> None:
         from wallet.kafka import ensure_topics
-        from wallet.settings import Settings
 
-        settings = Settings(kafka_bootstrap=self.kafka_bootstrap, **_topic_settings(self.config.extra_env))
+        # Exactly the stack's settings, never a WALLET_* of the calling shell.
+        settings = _parse_settings(self.client_env())
         wait_for(lambda: _try(lambda: ensure_topics(settings)), 30, "kafka topics")
 
     def wait_ready(self, name: str, timeout: float = 60.0) -> None:
@@ -440,15 +562,26 @@ class Stack:
             if self.ready(name):
                 return
             if not self.alive(name):
-                raise StackError(f"{name} exited while starting; see {self.logs / (name + '.log')}:\n"
-                                 + self.tail(name))
+                raise StackError(self._not_started(name, "exited while starting"))
             time.sleep(0.1)
-        raise StackError(f"{name} not ready after {timeout:.0f}s; see {self.logs / (name + '.log')}:\n"
-                         + self.tail(name))
+        raise StackError(self._not_started(name, f"not ready after {timeout:.0f}s"))
+
+    def _not_started(self, name: str, what: str) -> str:
+        reason = self.failure_reason(name)
+        return (f"{name} {what}" + (f": {reason}" if reason else "")
+                + f"\nsee {self.logs / (name + '.log')}; its last lines in this run:\n" + self.tail(name))
+
+    def failure_reason(self, name: str) -> str | None:
+        """The last line of this run's log that says why it stopped (`error: ...`, a Python error)."""
+        for line in reversed(self.run_output(name).splitlines()):
+            text = line.strip()
+            if text.lower().startswith(("error", "fatal")) or text.endswith("Error") or (
+                    ": " in text and text.split(":", 1)[0].endswith(("Error", "Exception"))):
+                return text
+        return None
 
     def tail(self, name: str, lines: int = 20) -> str:
-        path = self.logs / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return "\n".join(self.run_output(name).splitlines()[-lines:])
 
     def pid(self, name: str) -> int | None:
         if name in self.procs:
@@ -459,13 +592,7 @@ class Stack:
         if name in self.procs:
             return self.procs[name].poll() is None
         pid = self.config.pids.get(name)
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return bool(pid) and _running(pid)
 
     def send_signal(self, name: str, sig: int) -> None:
         pid = self.pid(name)
@@ -474,43 +601,152 @@ class Stack:
         os.killpg(pid, sig)
 
     def stop(self, name: str, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
-        pid = self.pid(name)
-        if pid is None or not self.alive(name):
+        self.stop_all([name], timeout, sig)
+
+    def stop_all(self, names: Iterable[str], timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+        """Signal every one of `names` at once, wait for them together (a Celery worker finishes its
+        task and releases its locks), and SIGKILL what is left after `timeout`."""
+        names = list(names)
+        running = {n: self.pid(n) for n in names if self.pid(n) is not None and self.alive(n)}
+        for pid in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+                os.killpg(pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
+        deadline = time.monotonic() + timeout
+        while any(self.alive(n) for n in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for name, pid in running.items():
+            if self.alive(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                if name in self.procs:
+                    self.procs[name].wait(timeout=5)
+        known = [name for name in names if name in self.config.pids]
+        for name in names:
             self.procs.pop(name, None)
             self.config.pids.pop(name, None)
-            return
-        try:
-            os.killpg(pid, sig)
-            os.killpg(pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while self.alive(name) and time.monotonic() < deadline:
-            if name in self.procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.procs[name].wait(timeout=0.1)
-            else:
-                time.sleep(0.1)
-        if self.alive(name):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            if name in self.procs:
-                self.procs[name].wait(timeout=5)
-        self.procs.pop(name, None)
-        self.config.pids.pop(name, None)
-        self.save()
+        if running or known:
+            self.save()
 
     def kill(self, name: str) -> None:
         """SIGKILL the whole process group: the crash a fault test needs."""
         self.stop(name, timeout=5, sig=signal.SIGKILL)
 
     def down(self) -> None:
-        # App first, so nothing logs connection errors for the infrastructure going away.
-        for name in reversed(ALL):
-            self.stop(name)
+        # App first, so nothing logs connection errors for the infrastructure going away; then the
+        # locks a process killed after the timeout still held, while Redis is there to clear them.
+        self.stop_all([n for n in reversed(ALL) if n in APP])
+        if self.alive("redis"):
+            with contextlib.suppress(redis.RedisError):
+                self.clear_locks()
+        self.stop_all([n for n in reversed(ALL) if n in INFRA])
 
     def status(self) -> dict[str, bool]:
         return {name: self.alive(name) for name in self.processes}
+
+    # ---- state across runs
+    def clear_locks(self) -> int:
+        """Delete every lock of this deployment (`<prefix>:lock:*`). Only while no app process
+        runs: then each lock is one a killed process left, which would stall its work until the
+        lease ran out (the relay's: 60 s). Returns how many there were."""
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            stale = list(client.scan_iter(match=f"{_glob_escape(self.key_prefix)}:lock:*", count=1000))
+            if stale:
+                client.delete(*stale)
+            return len(stale)
+        finally:
+            client.close()
+
+    def has_saved_state(self) -> bool:
+        """Whether a start could find anything of an earlier run (Redis's data, a saved chain)."""
+        data = [p for p in self.redis_dir.iterdir() if p.name != "redis.conf"] if self.redis_dir.exists() else []
+        return bool(data) or self.chain_state_file.exists()
+
+    def reset(self) -> bool:
+        """Make the next start a fresh one: Redis's data and the saved chain go (Kafka is in
+        memory; the master key, ports and passwords stay). Returns whether there was anything."""
+        had = self.has_saved_state()
+        shutil.rmtree(self.redis_dir, ignore_errors=True)
+        self.chain_state_file.unlink(missing_ok=True)
+        for name in REDIS_BOUND_FILES:
+            (self.home / name).unlink(missing_ok=True)
+        return had
+
+    def check_can_keep(self) -> None:
+        """A start that keeps Redis must keep the chain too.
+
+        Raises:
+            StackError: the node kind cannot keep its chain, or the last run did not save it.
+        """
+        if self.config.node in ("ganache", "hardhat"):
+            raise StackError(f"{self.config.node} cannot keep its chain across restarts (only anvil, or an "
+                             "outside node given by --rpc-url, can): start fresh, without --keep")
+        redis_data = self.redis_dir.exists() and any(p.name != "redis.conf" for p in self.redis_dir.iterdir())
+        if self.config.node == "anvil" and redis_data and not self.chain_state_file.exists():
+            raise StackError("the last run's chain was not saved (its node did not stop cleanly, or it was "
+                             "another kind), so Redis's state cannot be kept with it: start fresh, without --keep")
+
+    def check_coherent(self) -> None:
+        """Refuse a Redis whose scanned chain is not the node's: its watermark must be a block the
+        node has, with the same hash. Otherwise deposits would be missed, old ones reported
+        reverted, and unfinished sends replayed on another chain.
+
+        Raises:
+            StackError: the node's chain is shorter, or has another block at that height.
+        """
+        from wallet.state.keyspace import Keyspace
+
+        keyspace = Keyspace(self.key_prefix)
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            watermark = client.get(keyspace.watermark)
+            if watermark is None or int(watermark) < 0:
+                return
+            height = int(watermark)
+            ours = client.hget(keyspace.block_hashes, str(height))
+        finally:
+            client.close()
+        if rpc_chain_id(self.rpc_url) is None:
+            return  # a node that does not answer cannot be compared; its workers wait for it
+        block = _rpc(self.rpc_url, "eth_getBlockByNumber", [hex(height), False])
+        where = public_url(self.rpc_url)
+        fresh = "start fresh (without --keep), or point --rpc-url at the node this state was made on"
+        if not isinstance(block, dict):
+            raise StackError(f"this stack's Redis has scanned up to block {height}, which the node at {where} "
+                             f"does not have: Redis's state is from another chain; {fresh}")
+        if ours is not None and ours.decode().lower() != str(block.get("hash", "")).lower():
+            raise StackError(f"block {height} scanned into this stack's Redis is not the node's block {height}: "
+                             f"Redis's state is from another chain; {fresh}")
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs: exists and is not a zombie waiting for its (adopted) parent to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _rpc(url: str, method: str, params: list, timeout: float = 5.0) -> object:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
+                                                                   "User-Agent": "wallet-devstack"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read()).get("result")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _migrate(saved: dict) -> dict:
@@ -521,9 +757,101 @@ def _migrate(saved: dict) -> dict:
     return saved
 
 
-def _topic_settings(extra_env: dict[str, str]) -> dict[str, str]:
-    prefix = extra_env.get("WALLET_KAFKA_TOPIC_PREFIX")
-    return {"kafka_topic_prefix": prefix} if prefix else {}
+# ---- the user's settings: WALLET_* from `.env` and the environment
+@dataclass(frozen=True)
+class UserSettings:
+    values: dict[str, str]  # what every process of the stack gets
+    sources: dict[str, str]  # name -> "environment" or the env file it came from
+    ignored: dict[str, str]  # the stack's own settings (STACK_OWNED), given but not used -> source
+    unknown: dict[str, str]  # WALLET_* names that are no setting (a typo?) -> source
+
+
+def user_settings(environ: Mapping[str, str], env_file: Path | None = DEFAULT_ENV_FILE) -> UserSettings:
+    """The WALLET_* settings a start takes: `env_file` (KEY=VALUE lines, as compose reads `.env`),
+    then the environment, which wins. The stack's own (STACK_OWNED) are left out.
+
+    Raises:
+        StackError: a value that does not parse (every process would refuse it), or a master key
+            in the env file (compose gives that file to every service).
+    """
+    from dotenv import dotenv_values
+
+    given: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        for key, value in dotenv_values(env_file).items():
+            if key.startswith("WALLET_") and key not in NOT_SETTINGS and value is not None:
+                given[key], sources[key] = value, str(env_file)
+        if "WALLET_MASTER_KEY" in given:
+            raise StackError(f"{env_file} holds WALLET_MASTER_KEY: remove it (compose hands that file to every "
+                             "service; the key goes in secrets/wallet_master_key, the dev stack has its own)")
+    for key, value in environ.items():
+        if key.startswith("WALLET_") and key not in NOT_SETTINGS:
+            given[key], sources[key] = value, "environment"
+    fields = _settings_names()
+    ignored = {k: sources[k] for k in given if k in STACK_OWNED}
+    unknown = {k: sources[k] for k in given if k not in STACK_OWNED and k not in fields}
+    values = {k: v for k, v in given.items() if k in fields and k not in STACK_OWNED}
+    _parse_settings(values)  # refuse now what every process would refuse at start-up
+    return UserSettings(values, {k: sources[k] for k in values}, ignored, unknown)
+
+
+def non_default_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings in `env` whose value differs from the default, as text, secrets masked."""
+    from pydantic import SecretStr
+
+    from wallet.settings import Settings
+
+    parsed = _parse_settings(env)
+    shown: dict[str, str] = {}
+    for name in sorted(env):
+        field_name = name.removeprefix("WALLET_").lower()
+        info = Settings.model_fields.get(field_name)
+        if info is None:
+            continue
+        value = getattr(parsed, field_name)
+        if value == info.get_default(call_default_factory=True):
+            continue
+        shown[name] = _masked(field_name, value, env[name], SecretStr)
+    return shown
+
+
+def _masked(field_name: str, value: object, text: str, secret_type: type) -> str:
+    if isinstance(value, secret_type) or any(w in field_name for w in ("password", "secret", "auth", "token")):
+        return "****"
+    if field_name.endswith("_url"):
+        return public_url(text)
+    if field_name.endswith("_urls"):
+        return ",".join(public_url(u) for u in value)  # type: ignore[attr-defined]
+    return text
+
+
+def _settings_names() -> set[str]:
+    from wallet.settings import Settings
+
+    return {"WALLET_" + name.upper() for name in Settings.model_fields}
+
+
+def _parse_settings(env: Mapping[str, str]):
+    """Settings() as a process given exactly `env` (and no other WALLET_*) reads them."""
+    from pydantic import ValidationError
+
+    from wallet.settings import Settings
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WALLET_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update({k: v for k, v in env.items() if k.startswith("WALLET_")})
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"WALLET_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        raise StackError(f"invalid setting: {problems}") from None
+    finally:
+        for key in [k for k in os.environ if k.startswith("WALLET_")]:
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 def _try(fn: Callable[[], object]) -> bool:

@@ -51,6 +51,10 @@ class CallBudget(Protocol):
         """Take `calls` from the budget; returns how long to wait before sending (0: now)."""
 
 
+# (endpoint as scheme://host:port, the calls, seconds taken, the answer items or the exception)
+Observer = Callable[[str, list[tuple[str, list[Any]]], float, "list[dict[str, Any]] | Exception"], None]
+
+
 def display_url(url: str) -> str:
     """The node's URL as safe to show anywhere: scheme://host:port, nothing else (a path, a query
     or user info may hold an API key or a password)."""
@@ -121,8 +125,11 @@ class Transport:
 
     def __init__(self, url: str, timeout: float = 10.0, seconds_per_batched_call: float = 0.5,
                  max_batch: int = DEFAULT_MAX_BATCH, budget: CallBudget | None = None,
-                 max_wait: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_wait: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 observer: Observer | None = None) -> None:
         self.url = url
+        # Told of every HTTP exchange (metrics): never given the URL, only display_url.
+        self.observer = observer
         self.display_url = display_url(url)
         self.timeout = timeout
         # A batch gets this much time per call on top of `timeout`: a node that is slow but
@@ -221,6 +228,18 @@ class Transport:
             while wait > 0:
                 self._sleep(min(wait, 1.0))
                 wait = self.budget.take(len(calls))
+        if self.observer is None:
+            return self._exchange(calls, single)
+        started = time.perf_counter()
+        try:
+            items = self._exchange(calls, single)
+        except Exception as exc:
+            self.observer(self.display_url, calls, time.perf_counter() - started, exc)
+            raise
+        self.observer(self.display_url, calls, time.perf_counter() - started, items)
+        return items
+
+    def _exchange(self, calls: list[tuple[str, list[Any]]], single: bool) -> list[dict[str, Any]]:
         if single:
             (method, params), = calls
             answer = self._post(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}), 1)

@@ -42,6 +42,18 @@ class Signer:
         signed = Account.sign_transaction(transaction, key)
         return SignedTransaction(raw=bytes(signed.raw_transaction), tx_hash="0x" + signed.hash.hex().removeprefix("0x"))
 
+    def holds_key(self, address: str) -> bool:
+        """Whether this wallet holds the key of `address`: the key found for it must derive to it
+        (an index or hot-wallet entry written into Redis for a foreign address yields another one)."""
+        from wallet.custody.keys import address_of
+        from wallet.errors import CustodyError
+
+        try:
+            key = self._keys.private_key_for(address)
+        except CustodyError:
+            return False
+        return address_of(key).lower() == address.lower()
+
     def hot_wallet_address(self) -> str:
         """The address that pays gas top-ups and may send withdrawals; created on first use."""
         return self._keys.hot_wallet_address()

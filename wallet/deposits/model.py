@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from wallet.events import TOPIC_TRANSACTION, Envelope, OutgoingEvent, event_id_for, utc_now
+from wallet.events import (  # noqa: F401 - the deposit event types are named here too
+    EVENT_DEPOSIT_CONFIRMED,
+    EVENT_DEPOSIT_REVERTED,
+    EVENT_DEPOSIT_SEEN,
+    DepositPayload,
+    OutgoingEvent,
+    new_event,
+)
 
 ETH = "ETH"
 ETH_DECIMALS = 18
-
-EVENT_DEPOSIT_SEEN = "deposit.seen"
-EVENT_DEPOSIT_CONFIRMED = "deposit.confirmed"
-EVENT_DEPOSIT_REVERTED = "deposit.reverted"
 
 KIND_ETH = "eth"  # a transaction's own value
 KIND_ERC20 = "erc20"  # a Transfer log
@@ -49,27 +50,6 @@ class TokenInfo:
     decimals: int | None
 
 
-class DepositPayload(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    deposit_id: str
-    kind: str
-    tx_hash: str
-    log_index: int | None
-    trace_path: str | None
-    block_number: int
-    block_hash: str
-    sender: str = Field(serialization_alias="from")
-    to: str
-    asset: str
-    token_symbol: str | None
-    token_decimals: int | None
-    amount: str  # base units, as a string: JSON numbers lose precision past 2**53
-    amount_display: str | None  # in whole units; None when the token did not say its decimals
-    confirmations: int
-    required_confirmations: int
-
-
 def display_amount(amount: int, decimals: int | None) -> str | None:
     if decimals is None:
         return None
@@ -88,16 +68,9 @@ def deposit_event(chain_id: int, event_type: str, deposit: Deposit, token: Token
         amount_display=display_amount(deposit.amount, token.decimals), confirmations=confirmations,
         required_confirmations=required,
     )
-    envelope = Envelope(
-        # The block hash is part of the fact: the same deposit seen again in a replacing block is news.
-        event_id=event_id_for(chain_id, event_type, deposit.deposit_id, deposit.block_hash),
-        type=event_type,
-        chain_id=chain_id,
-        occurred_at=utc_now(),
-        payload=payload.model_dump(by_alias=True),
-        meta=meta or {},
-    )
-    return OutgoingEvent(topic=TOPIC_TRANSACTION, key=deposit.to, envelope=envelope)
+    # The block hash is part of the fact: the same deposit seen again in a replacing block is news.
+    return new_event(chain_id, event_type, (deposit.deposit_id, deposit.block_hash), payload, key=deposit.to,
+                     meta=meta)
 
 
 def deposit_to_json(deposit: Deposit) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from wallet.deposits.model import (
 )
 from wallet.deposits.tokens import TokenDirectory
 from wallet.errors import InvalidCommand
+from wallet.metrics import CHAIN_HEAD, DEPOSITS, NO_METRICS, SCAN_BLOCKS, SCAN_TRANSACTIONS, Metrics
 from wallet.outbox import Outbox
 from wallet.state.blocks import BlockLedger
 from wallet.state.keyspace import Keyspace
@@ -74,8 +75,10 @@ class DepositScanner:
     def __init__(self, client: redis.Redis, keyspace: Keyspace, rpc: RpcClient, tokens: TokenDirectory,
                  outbox: Outbox, chain_id: int, required_confirmations: int, reorg_margin: int,
                  trace_internal: bool, rpc_factory: Callable[[], RpcClient] | None = None,
-                 fetch_parallelism: int = 1, health: ChainHealth | None = None) -> None:
+                 fetch_parallelism: int = 1, health: ChainHealth | None = None,
+                 metrics: Metrics = NO_METRICS) -> None:
         self._redis = client
+        self._metrics = metrics
         self._rpc_factory = rpc_factory
         self._fetch_parallelism = fetch_parallelism if rpc_factory is not None else 1
         self._pool: ThreadPoolExecutor | None = None
@@ -175,6 +178,7 @@ class DepositScanner:
                 pipe = self._redis.pipeline(transaction=True)
                 self._ledger.finish_in(pipe, height, bundle.hash)
                 pipe.execute()
+                self._count_block(bundle, [])
                 return BlockResult(height, bundle.hash, 0, 0, already_done=True)
             known = {i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))}
 
@@ -200,7 +204,20 @@ class DepositScanner:
                 self._chain_id, EVENT_DEPOSIT_SEEN, deposit, tokens[deposit.asset], 1, self._k))
         self._ledger.finish_in(pipe, height, bundle.hash)
         pipe.execute()
+        for old, _status in retracted:
+            self._metrics.inc(DEPOSITS, kind=old.kind, state=STATUS_REVERTED)
+        self._count_block(bundle, deposits)
         return BlockResult(height, bundle.hash, len(deposits), len(retracted), already_done=False)
+
+    def _count_block(self, bundle: BlockBundle, deposits: list[Deposit]) -> None:
+        """Metrics: counted in memory, written to Redis by the recorder's own thread (no round trip here)."""
+        metrics = self._metrics
+        if not metrics.enabled:
+            return
+        metrics.inc(SCAN_BLOCKS)
+        metrics.inc(SCAN_TRANSACTIONS, len(bundle.transactions))
+        for deposit in deposits:
+            metrics.inc(DEPOSITS, kind=deposit.kind, state=STATUS_SEEN)
 
     def _recorded_deposits(self, height: int) -> list[tuple[Deposit, str]]:
         ids = [i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))]
@@ -245,6 +262,7 @@ class DepositScanner:
     def plan(self, head: BlockRef, *, start_height: int | None, max_new: int, stale_seconds: float) -> SchedulePlan:
         """Heights to hand out now. The caller enqueues them, then calls `mark_scheduled(plan)`."""
         self._ledger.initialize(head.number if start_height is None else start_height)
+        self._metrics.set(CHAIN_HEAD, head.number, chain_id=str(self._chain_id))
         scheduled = self._ledger.scheduled_height()
         assert scheduled is not None
         new = list(range(scheduled + 1, min(head.number, scheduled + max_new) + 1))
@@ -299,6 +317,7 @@ class DepositScanner:
             reads.hget(self._ks.deposit(deposit_id), "deposit")
         records = reads.execute()
         confirmed = 0
+        confirmed_kinds: list[str] = []
         pipe = self._redis.pipeline(transaction=True)
         for (deposit_id, height), data in zip(due, records, strict=True):
             if data is None:
@@ -309,11 +328,14 @@ class DepositScanner:
                 continue  # reorged: the rescan retracts it
             pipe.hset(self._ks.deposit(deposit_id), "status", STATUS_CONFIRMED)
             pipe.zrem(self._ks.unconfirmed_deposits, deposit_id)
+            confirmed_kinds.append(deposit.kind)
             self._outbox.append(pipe, deposit_event(
                 self._chain_id, EVENT_DEPOSIT_CONFIRMED, deposit, self._token_info(deposit.asset),
                 head - height + 1, self._k))
             confirmed += 1
         pipe.execute()
+        for kind in confirmed_kinds:
+            self._metrics.inc(DEPOSITS, kind=kind, state=STATUS_CONFIRMED)
         return confirmed
 
     def status(self, head: int | None) -> ScanStatus:

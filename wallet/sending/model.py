@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wallet.events import TOPIC_TRANSACTION, Envelope, OutgoingEvent, event_id_for, utc_now
+from wallet.events import EVENT_NONCE_GAP_FILLED, NonceGapFilled, OutgoingEvent, TxPayload, new_event
 
 ETH = "ETH"
 
@@ -105,6 +105,9 @@ class SendRecord(BaseModel):
     created_at: float
     submitted_at: float | None = None  # last time a broadcast was acknowledged
     result: dict[str, Any] | None = None  # receipt summary, or the failure's code and reason
+    # HMAC (key derived from the master key) over the request and sender, written by the key
+    # worker: a record forged in Redis does not verify and is never signed again.
+    seal: str | None = None
 
     @property
     def current(self) -> Attempt:
@@ -117,36 +120,6 @@ class SendRecord(BaseModel):
 
     def in_flight(self) -> bool:
         return self.status in IN_FLIGHT
-
-
-class TxPayload(BaseModel):
-    """Payload of every outgoing-transaction event."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    request_id: str
-    kind: str
-    sender: str = Field(serialization_alias="from")
-    to: str | None
-    asset: str
-    amount: str  # base units, as a string (JSON numbers lose precision past 2**53)
-    nonce: int
-    tx_hash: str
-    gas_limit: int
-    max_fee_per_gas: str | None
-    max_priority_fee_per_gas: str | None
-    gas_price: str | None
-    replaced_tx_hash: str | None = None  # on `*.replaced`: the attempt this one replaces
-    # On `*.confirmed` / `*.failed` after mining:
-    block_number: int | None = None
-    block_hash: str | None = None
-    gas_used: int | None = None
-    effective_gas_price: str | None = None
-    contract_address: str | None = None
-    confirmations: int | None = None
-    # On `*.failed`:
-    code: str | None = None
-    reason: str | None = None
 
 
 def tx_event(chain_id: int, stage: str, record: SendRecord, attempt: Attempt | None = None,
@@ -164,32 +137,17 @@ def tx_event(chain_id: int, stage: str, record: SendRecord, attempt: Attempt | N
         max_priority_fee_per_gas=_text(attempt.fees.max_priority_fee_per_gas),
         gas_price=_text(attempt.fees.gas_price), **extra,
     )
-    envelope = Envelope(
-        event_id=event_id_for(chain_id, event_type, request.request_id, attempt.tx_hash),
-        type=event_type,
-        chain_id=chain_id,
-        occurred_at=utc_now(),
-        payload=payload.model_dump(by_alias=True),
-        meta=request.meta,
-    )
-    return OutgoingEvent(topic=TOPIC_TRANSACTION, key=record.sender.lower(), envelope=envelope)
+    return new_event(chain_id, event_type, (request.request_id, attempt.tx_hash), payload,
+                     key=record.sender.lower(), meta=request.meta)
 
 
 def _text(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-EVENT_NONCE_GAP_FILLED = "nonce.gap_filled"
-
-
 def gap_filled_event(chain_id: int, sender: str, nonce: int, tx_hash: str, node_answer: str) -> OutgoingEvent:
     """A sender's nonce that no request held any more was used by a 0-value transfer to itself,
     so its later transactions could be mined."""
-    envelope = Envelope(
-        event_id=event_id_for(chain_id, EVENT_NONCE_GAP_FILLED, sender.lower(), nonce, tx_hash),
-        type=EVENT_NONCE_GAP_FILLED,
-        chain_id=chain_id,
-        occurred_at=utc_now(),
-        payload={"from": sender.lower(), "nonce": nonce, "tx_hash": tx_hash, "node_answer": node_answer},
-    )
-    return OutgoingEvent(topic=TOPIC_TRANSACTION, key=sender.lower(), envelope=envelope)
+    payload = NonceGapFilled(sender=sender.lower(), nonce=nonce, tx_hash=tx_hash, node_answer=node_answer)
+    return new_event(chain_id, EVENT_NONCE_GAP_FILLED, (sender.lower(), nonce, tx_hash), payload,
+                     key=sender.lower())

@@ -12,6 +12,12 @@ addresses go on in parallel).
 - `replace(request_id)`: a transaction the chain has not mined in time is signed again on the same
   nonce with higher fees; both are kept, only one can land.
 
+Authorization (wallet.authz.gate): a new request is authenticated before anything else (a
+registered producer's signature, or for sweeps and gas top-ups the internal rules), and admitted by
+the policy once planned, when the exact value to sign is known: allowed, held for a second
+approver, or refused, with its amount reserved in the rolling limits in the same write. Every new
+signature checks the freeze; a stored record is re-signed only if its seal verifies.
+
 The node's refusals are classified (see node.Broadcast): `already known` is success; `nonce too
 low` and `replacement underpriced` are first checked against our own attempts (mined or pending:
 success) and only then taken to mean another transaction used the nonce, and the request is signed
@@ -26,17 +32,21 @@ from typing import Any
 
 import redis
 
+from wallet.authz.canonical import RequestAuth
+from wallet.authz.gate import Gate, Principal
 from wallet.custody.signer import Signer
 from wallet.errors import (
     SEND_UNKNOWN_SENDER,
     BroadcastUncertain,
     InvalidCommand,
+    PolicyViolation,
     ensure_same_request,
 )
 from wallet.events import OutgoingEvent
 from wallet.outbox import Outbox
 from wallet.sending import fees as fee_policy
 from wallet.sending.model import (
+    ETH,
     STAGE_FAILED,
     STAGE_REPLACED,
     STAGE_SUBMITTED,
@@ -64,7 +74,7 @@ MAX_BROADCAST_ROUNDS = 4
 class SendOutcome:
     request_id: str
     kind: str
-    status: str  # signed | submitted | confirmed | failed | rejected
+    status: str  # signed | submitted | confirmed | failed | rejected | held
     sender: str | None
     tx_hash: str | None
     nonce: int | None
@@ -88,7 +98,7 @@ class SendTiming:
 
 class SendService:
     def __init__(self, client: redis.Redis, keyspace: Keyspace, outbox: Outbox, node: NodeGateway,
-                 signer: Signer, chain_id: int, timing: SendTiming) -> None:
+                 signer: Signer, chain_id: int, timing: SendTiming, gate: Gate) -> None:
         self._redis = client
         self._ks = keyspace
         self._node = node
@@ -100,6 +110,7 @@ class SendService:
         self.nonces = NonceBook(client, keyspace, timing.lock_seconds)
         self.planner = Planner(node)
         self._hot_wallet: str | None = None
+        self.gate = gate
 
     # ------------------------------------------------------------------ public
     def hot_wallet(self) -> str:
@@ -107,11 +118,14 @@ class SendService:
             self._hot_wallet = self._signer.hot_wallet_address()
         return self._hot_wallet
 
-    def send(self, request: SendRequest, abi: list[dict[str, Any]] | None = None) -> SendOutcome:
-        """Do `request` at most once per request id.
+    def send(self, request: SendRequest, abi: list[dict[str, Any]] | None = None,
+             auth: RequestAuth | dict[str, Any] | None = None) -> SendOutcome:
+        """Do `request` at most once per request id, if its producer may ask for it and the policy
+        lets it through (`auth`: the producer's signature; none for sweeps and gas top-ups).
 
         Raises:
             InvalidCommand: the request cannot be done (nothing was signed); the caller reports it.
+                AuthorizationError and PolicyViolation are ones, with their own codes.
             RetryableError: the node or the sender's lock was not available; retry the same request.
         """
         existing = self.store.load(request.request_id)
@@ -121,6 +135,9 @@ class SendService:
         if rejected is not None:
             return SendOutcome(request.request_id, request.kind, "rejected", request.sender, None, None,
                                created=False, code=rejected)
+        principal = self._principal(request, auth)
+        if principal is None:
+            return self._held(request)
         sender = request.sender or self.hot_wallet()
         if not self._is_ours(sender):
             raise InvalidCommand(SEND_UNKNOWN_SENDER, f"{sender} is not an address this wallet holds a key for",
@@ -129,16 +146,42 @@ class SendService:
             existing = self.store.load(request.request_id)
             if existing is not None:
                 return self._again(existing, request, locked=True)
-            record, created = self._sign_new(request, sender, abi)
+            record, created = self._sign_new(request, sender, abi, principal)
+            if record is None:
+                return self._held(request)
             return SendOutcome.of(self._broadcast(record), created)
 
-    def prepare(self, request: SendRequest) -> SendOutcome:
+    def prepare(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None = None) -> SendOutcome:
         """Sign and store without broadcasting: the state a send leaves when its process dies
         between the two. `resume` (or the tracker, or a retried send) broadcasts it."""
+        principal = self._principal(request, auth)
         sender = request.sender or self.hot_wallet()
         with self.nonces.lock(sender):
-            record, created = self._sign_new(request, sender, None)
+            record, created = self._sign_new(request, sender, None, principal)
+            if record is None:
+                return self._held(request)
             return SendOutcome.of(record, created)
+
+    def _principal(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None) -> Principal | None:
+        """Who asked, authenticated now or by the decision already recorded for this request id
+        (a retry after the signature expired, or a request approved by a second key). None: held.
+
+        Raises:
+            AuthorizationError, PolicyViolation: refused (a retry of a refused request is refused again).
+        """
+        decision = self.gate.decision(request.request_id)
+        if decision is None:
+            return self.gate.authenticate(request, auth)
+        ensure_same_request(request.request_id, decision.request.identity(), request.identity())
+        if decision.outcome == "held":
+            return None
+        if decision.outcome == "rejected":
+            raise PolicyViolation(decision.code or "rejected", decision.message or "refused by the policy",
+                                  details={"rule": decision.rule})
+        return Principal(decision.requester, decision.digest)
+
+    def _held(self, request: SendRequest) -> SendOutcome:
+        return SendOutcome(request.request_id, request.kind, "held", request.sender, None, None, created=False)
 
     def resume(self, request_id: str) -> SendOutcome | None:
         """Broadcast a stored request whose broadcast was not acknowledged (its task died)."""
@@ -158,6 +201,7 @@ class SendService:
         with self.nonces.lock(record.sender):
             record = self.store.load(request_id)
             assert record is not None
+            self.gate.check_record(record.request, record.sender, record.seal)  # a forged record: nothing signed
             if record.status != STATUS_SUBMITTED or self._node.receipts(a.tx_hash for a in record.attempts):
                 return SendOutcome.of(record, False)  # mined: the tracker confirms it
             view = self.planner.read(record.request, record.sender, value=0)
@@ -176,6 +220,7 @@ class SendService:
 
     def _fill_gap(self, sender: str, nonce: int, fees: Fees) -> None:
         """A 0-value transfer to itself on `nonce`, so the sender's later transactions can be mined."""
+        self.gate.ensure_not_frozen()
         tx = {"chainId": self._chain_id, "nonce": nonce, "gas": 21000, "to": sender, "value": 0, "data": "0x",
               **fees.tx_fields()}
         signed = self._signer.sign_transaction(sender, tx)
@@ -186,13 +231,18 @@ class SendService:
         pipe.execute()
 
     # ------------------------------------------------------------------ signing
-    def _sign_new(self, request: SendRequest, sender: str, abi: list[dict[str, Any]] | None
-                  ) -> tuple[SendRecord, bool]:
+    def _sign_new(self, request: SendRequest, sender: str, abi: list[dict[str, Any]] | None,
+                  principal: Principal) -> tuple[SendRecord | None, bool]:
+        """Plan, admit (the policy sees the exact value), sign, store. (None, False): held."""
         plan = self.planner.plan(request, sender, abi)
+        counted = plan.value if request.asset == ETH else request.amount
+        if self.gate.admit(request, counted, principal).outcome == "held":
+            return None, False
+        seal = self.gate.seal_record(request, sender)
         for _ in range(MAX_BROADCAST_ROUNDS):
             nonce = self.nonces.next_free(sender, plan.node_pending_nonce)
             record = SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
-                                attempts=[self._sign(sender, plan, nonce)], created_at=now())
+                                attempts=[self._sign(sender, plan, nonce)], created_at=now(), seal=seal)
             try:
                 # Stored before any broadcast: a crash from here on rebroadcasts these bytes.
                 if self.store.create(record, due_at=now() + self._timing.rebroadcast_after_seconds):
@@ -205,6 +255,7 @@ class SendService:
         raise BroadcastUncertain(f"could not claim a free nonce for {sender}")
 
     def _sign(self, sender: str, plan: TxPlan, nonce: int) -> Attempt:
+        self.gate.ensure_not_frozen()  # every new signature, on every worker, stops at once
         signed = self._signer.sign_transaction(sender, plan.tx_dict(self._chain_id, nonce))
         return Attempt(tx_hash=signed.tx_hash.lower(), raw="0x" + signed.raw.hex(), nonce=nonce, gas=plan.gas,
                        value=plan.value, fees=plan.fees, signed_at=now())
@@ -212,6 +263,7 @@ class SendService:
     def _resign(self, record: SendRecord, nonce: int, fees: Fees) -> Attempt:
         """The current transaction again with another nonce or fees. An ETH sweep keeps value plus
         gas cost equal to what it had, so it still leaves nothing behind."""
+        self.gate.check_record(record.request, record.sender, record.seal)
         current = record.current
         value = current.value
         if record.request.sweep_all:
@@ -256,6 +308,7 @@ class SendService:
     def _renonce(self, record: SendRecord, result: BroadcastResult) -> SendRecord:
         """Another transaction took our nonce: none of our attempts can land any more, so signing
         the request on a free nonce cannot pay it twice."""
+        self.gate.check_record(record.request, record.sender, record.seal)
         try:
             plan = self.planner.plan(record.request, record.sender)
         except InvalidCommand as exc:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from wallet.deposits.model import deposit_from_json
 from wallet.deposits.scanner import STATUS_CONFIRMED as DEPOSIT_CONFIRMED
-from wallet.events import TOPIC_TRANSACTION, Envelope, OutgoingEvent, event_id_for, utc_now
+from wallet.events import EVENT_SWEEP_PLANNED, OutgoingEvent, SweepPlanned, new_event
 from wallet.outbox import Outbox
 from wallet.sending.model import (
     ETH,
@@ -40,7 +40,6 @@ from wallet.sending.planner import CONTRACT_GAS_HEADROOM_PERCENT, Planner
 from wallet.sending.store import SendStore, now
 from wallet.state.keyspace import Keyspace
 
-EVENT_SWEEP_PLANNED = "sweep.planned"
 SCAN_COUNT = 1000
 # A top-up covers the token transfer's gas at today's fee cap, plus this margin for fees rising
 # before the transfer is signed.
@@ -230,15 +229,9 @@ def _scan_chunks(client: redis.Redis, pattern: str) -> list[list[bytes]]:
 
 
 def _planned_event(chain_id: int, sweep: Sweep, total: int, cold_wallet: str) -> OutgoingEvent:
-    envelope = Envelope(
-        event_id=event_id_for(chain_id, EVENT_SWEEP_PLANNED, sweep.sweep_id),
-        type=EVENT_SWEEP_PLANNED,
-        chain_id=chain_id,
-        occurred_at=utc_now(),
-        payload={"sweep_id": sweep.sweep_id, "from": sweep.address.lower(),
-                 "asset": sweep.asset if sweep.asset == ETH else sweep.asset.lower(),
-                 "to": cold_wallet.lower(), "confirmed_deposits": str(total), "deposit_ids": sweep.deposit_ids,
-                 "gas_topup_first": sweep.stage == "gas"},
-        meta={"sweep_id": sweep.sweep_id},
-    )
-    return OutgoingEvent(topic=TOPIC_TRANSACTION, key=sweep.address.lower(), envelope=envelope)
+    payload = SweepPlanned(sweep_id=sweep.sweep_id, sender=sweep.address.lower(),
+                           asset=sweep.asset if sweep.asset == ETH else sweep.asset.lower(),
+                           to=cold_wallet.lower(), confirmed_deposits=str(total), deposit_ids=sweep.deposit_ids,
+                           gas_topup_first=sweep.stage == "gas")
+    return new_event(chain_id, EVENT_SWEEP_PLANNED, (sweep.sweep_id,), payload, key=sweep.address.lower(),
+                     meta={"sweep_id": sweep.sweep_id})

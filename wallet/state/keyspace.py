@@ -188,6 +188,34 @@ class Keyspace:
     def tracker_lock(self) -> str:
         return f"{self.prefix}:lock:tracker"
 
+    # ---- authorization (sealed with a key derived from the master key; verified on every read)
+    @property
+    def authz_state(self) -> str:
+        """STRING: the sealed producer list and policy (JSON + HMAC), with its change history."""
+        return f"{self.prefix}:authz:state"
+
+    def authz_decision(self, request_id: str) -> str:
+        """STRING: the sealed decision on one request (allowed, held, approved, rejected)."""
+        return f"{self.prefix}:authz:decision:{request_id}"
+
+    def authz_ledger(self, bucket: str) -> str:
+        """HASH request id -> "<time>:<amount>": amounts reserved in one rolling 24 h limit."""
+        return f"{self.prefix}:authz:ledger:{bucket}"
+
+    def authz_signature(self, signature_hash: str) -> str:
+        """STRING: the request id a producer signature was used for (replays are refused)."""
+        return f"{self.prefix}:authz:sig:{signature_hash}"
+
+    @property
+    def authz_held(self) -> str:
+        """ZSET request id -> when it was held: requests waiting for a second approver."""
+        return f"{self.prefix}:authz:held"
+
+    @property
+    def authz_audit(self) -> str:
+        """STREAM: every authorization decision and policy change (append-only audit trail)."""
+        return f"{self.prefix}:authz:audit"
+
     # ---- sweeps
     def sweep(self, sweep_id: str) -> str:
         """STRING: JSON of one sweep: the deposits that triggered it, its stage, its requests."""
@@ -206,3 +234,19 @@ class Keyspace:
     @property
     def sweep_lock(self) -> str:
         return f"{self.prefix}:lock:sweeps"
+
+    # ---- metrics (see wallet/metrics.py): one HASH per kind, a field per `name{labels}`
+    @property
+    def metrics_counters(self) -> str:
+        """HASH series -> count, incremented by every process (HINCRBY): RPC calls, blocks scanned, ..."""
+        return f"{self.prefix}:metrics:counters"
+
+    @property
+    def metrics_histograms(self) -> str:
+        """HASH `series|bucket` (and `|sum`, `|count`) -> value: latency histograms of every process."""
+        return f"{self.prefix}:metrics:histograms"
+
+    @property
+    def metrics_gauges(self) -> str:
+        """HASH series -> last value written by any process (the head the scheduler read)."""
+        return f"{self.prefix}:metrics:gauges"

@@ -1,0 +1,360 @@
+"""The key worker's gate: who may ask (signature, producer, expiry, replay), and whether the policy
+lets it through (limits, allow-list, holds, freeze), decided once per request id.
+
+- `authenticate`: before anything is planned or signed. External requests (withdrawals, contract
+  deploys and transactions) need a registered producer's signature over their canonical fields.
+  Internal ones (sweeps, gas top-ups) carry none: a sweep is authorized only to the cold wallet named
+  in the sealed policy, from an address whose key the vault derives; a gas top-up only from the hot
+  wallet to such an address, at most `gas_topup_max`.
+- `admit`: after planning (the exact value to sign is known), the policy's verdict and the amount's
+  reservation in every rolling 24 h ledger it counts in are written with the sealed decision, the
+  audit entry and the events in one WATCHed MULTI/EXEC keyed by request id: a retry finds the
+  decision and counts nothing twice, two concurrent requests cannot both take the last room.
+- Stored send records carry a seal over their request: a record forged in Redis is never re-signed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, ValidationError
+
+from wallet.authz import canonical
+from wallet.authz.audit import Audit
+from wallet.authz.canonical import RequestAuth
+from wallet.authz.policy import (
+    ROLE_APPROVER,
+    ROLE_PRODUCER,
+    WINDOW_SECONDS,
+    AuthzState,
+    bucket_names,
+    evaluate,
+    movements_of,
+)
+from wallet.authz.registry import Registry
+from wallet.authz.sealed import Sealer
+from wallet.errors import (
+    AUTHZ_APPROVAL_INVALID,
+    AUTHZ_EXPIRED,
+    AUTHZ_REPLAYED,
+    AUTHZ_SIGNATURE_INVALID,
+    AUTHZ_TAMPERED,
+    AUTHZ_UNAUTHORIZED,
+    AUTHZ_UNKNOWN_PRODUCER,
+    POLICY_FROZEN,
+    POLICY_REJECTED_BY_APPROVER,
+    AuthorizationError,
+    PolicyViolation,
+    WalletFrozen,
+)
+from wallet.events import EVENT_WITHDRAWAL_HELD
+from wallet.outbox import Outbox
+from wallet.sending.model import ETH, KIND_GAS_TOPUP, KIND_SWEEP, SendRequest
+from wallet.services.accounts import REQUEST_MEMORY_SECONDS
+from wallet.state.keyspace import Keyspace
+
+SYSTEM = "system"  # the requester of sweeps and gas top-ups
+INTERNAL_KINDS = (KIND_SWEEP, KIND_GAS_TOPUP)
+# A signature may not be valid for longer than this ahead: a leaked one goes stale.
+MAX_TTL_SECONDS = 24 * 3600
+KIND_APPROVE = "approve_withdrawal"
+KIND_REJECT = "reject_withdrawal"
+
+Outcome = Literal["allowed", "held", "approved", "rejected"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str  # the producer's address, or "system"
+    digest: str | None = None
+    signature_hash: str | None = None
+
+
+class Decision(BaseModel):
+    request_id: str
+    kind: str
+    outcome: Outcome
+    rule: str
+    code: str | None = None
+    message: str = ""
+    requester: str
+    approver: str | None = None
+    digest: str | None = None
+    request: SendRequest
+    reserved: dict[str, str] = {}  # ledger bucket -> amount (base units)
+    decided_at: float
+
+    def payload(self) -> dict[str, Any]:
+        r = self.request
+        return {"request_id": self.request_id, "kind": self.kind, "outcome": self.outcome, "rule": self.rule,
+                "code": self.code, "message": self.message, "requester": self.requester, "approver": self.approver,
+                "from": r.sender.lower() if r.sender else None, "to": r.to.lower() if r.to else None,
+                "asset": r.asset if r.asset == ETH else r.asset.lower(), "amount": str(r.amount),
+                "request_digest": self.digest}
+
+
+class Gate:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, outbox: Outbox, chain_id: int, sealer: Sealer,
+                 holds_key: Callable[[str], bool], hot_wallet: Callable[[], str],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._ks = keyspace
+        self._chain_id = chain_id
+        self._sealer = sealer
+        self._holds_key = holds_key
+        self._hot_wallet = hot_wallet
+        self._clock = clock
+        self.audit = Audit(keyspace, outbox, chain_id, sealer)
+        self.registry = Registry(client, keyspace, sealer, self.audit)
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    # ------------------------------------------------------------------ who asks
+    def authenticate(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None) -> Principal:
+        """Who asks for `request`, if they may.
+
+        Raises:
+            AuthorizationError: unauthorized_request, signature_invalid, unknown_producer,
+                request_expired, request_replayed, authz_state_invalid.
+        """
+        try:
+            if request.kind in INTERNAL_KINDS:
+                return self._internal(request)
+            auth = self._auth_of(auth, request.kind)
+            asks = canonical.asks_for_send(self._chain_id, request, auth.expires_at, auth.key_id)
+            return self._check_signature(asks, auth, ROLE_PRODUCER, self.registry.load())
+        except AuthorizationError as exc:
+            self.audit.refused(self._redis, {"request_id": request.request_id, "kind": request.kind,
+                                             "outcome": "refused", "code": exc.code,
+                                             "requester": (auth or {}).get("key_id") if isinstance(auth, dict)
+                                             else getattr(auth, "key_id", None), "to": request.to,
+                                             "asset": request.asset, "amount": request.amount})
+            raise
+
+    def authenticate_change(self, kind: str, request_id: str, body: dict[str, Any],
+                            auth: RequestAuth | dict[str, Any] | None, role: str) -> Principal:
+        """An administrative request (policy, producers, freeze, approvals), signed over its body."""
+        try:
+            auth = self._auth_of(auth, kind)
+            asks = canonical.asks_for_change(self._chain_id, request_id, kind, body, auth.expires_at, auth.key_id)
+            return self._check_signature(asks, auth, role, self.registry.load())
+        except AuthorizationError as exc:
+            self.audit.refused(self._redis, {"request_id": request_id, "kind": kind, "outcome": "refused",
+                                             "code": exc.code})
+            raise
+
+    def _auth_of(self, auth: RequestAuth | dict[str, Any] | None, kind: str) -> RequestAuth:
+        if auth is None:
+            raise AuthorizationError(AUTHZ_UNAUTHORIZED, f"a {kind} request must be signed by a registered producer "
+                                                         f"(field auth: key_id, expires_at, signature)")
+        if isinstance(auth, RequestAuth):
+            return auth
+        try:
+            return RequestAuth.model_validate(auth)
+        except ValidationError as exc:
+            raise AuthorizationError(AUTHZ_UNAUTHORIZED, f"auth is malformed: {exc.error_count()} field error(s)") \
+                from None
+
+    def _check_signature(self, asks: canonical.Asks, auth: RequestAuth, role: str, state: AuthzState) -> Principal:
+        sig_hash = canonical.signature_hash(auth.signature)
+        used = self._redis.get(self._ks.authz_signature(sig_hash))
+        if used is not None and used.decode() != asks.request_id:
+            raise AuthorizationError(AUTHZ_REPLAYED, f"this signature was already used for request {used.decode()!r}",
+                                     details={"first_request_id": used.decode()})
+        signer = canonical.recover(asks, auth.signature)
+        if signer is None or signer.lower() != auth.key_id.lower():
+            raise AuthorizationError(AUTHZ_SIGNATURE_INVALID, f"the signature is not {auth.key_id}'s over this "
+                                                              f"request's fields (changed after signing?)")
+        producer = state.producer(auth.key_id)
+        if producer is None or not producer.active or role not in producer.roles:
+            raise AuthorizationError(AUTHZ_UNKNOWN_PRODUCER, f"{auth.key_id} is not a registered, active {role}",
+                                     details={"key_id": auth.key_id.lower(), "role": role})
+        now = self._clock()
+        if now > auth.expires_at:
+            raise AuthorizationError(AUTHZ_EXPIRED, f"the request expired at {auth.expires_at} (now {now:.0f})")
+        if auth.expires_at > now + MAX_TTL_SECONDS:
+            raise AuthorizationError(AUTHZ_EXPIRED, f"expires_at is more than {MAX_TTL_SECONDS} s ahead")
+        return Principal(auth.key_id.lower(), asks.digest(), sig_hash)
+
+    def _internal(self, request: SendRequest) -> Principal:
+        policy = self.registry.load().policy
+        if request.kind == KIND_SWEEP:
+            if not policy.cold_wallet or (request.to or "").lower() != policy.cold_wallet.lower():
+                raise AuthorizationError(AUTHZ_UNAUTHORIZED, "a sweep goes only to the cold wallet of the sealed "
+                                                             "policy", details={"to": request.to})
+            if request.sender is None or not self._holds_key(request.sender):
+                raise AuthorizationError(AUTHZ_UNAUTHORIZED, "a sweep starts only from an address of this wallet")
+            return Principal(SYSTEM)
+        hot = self._hot_wallet()
+        if (request.sender not in (None, hot) or request.asset != ETH or request.data != "0x" or not request.to
+                or request.to.lower() == hot.lower() or not self._holds_key(request.to)):
+            raise AuthorizationError(AUTHZ_UNAUTHORIZED, "a gas top-up goes only from the hot wallet to an address "
+                                                         "of this wallet")
+        if request.amount > policy.gas_topup_max:
+            raise AuthorizationError(AUTHZ_UNAUTHORIZED, f"a gas top-up carries at most {policy.gas_topup_max} wei")
+        return Principal(SYSTEM)
+
+    # ------------------------------------------------------------------ decisions
+    def decision(self, request_id: str) -> Decision | None:
+        raw = self._redis.get(self._ks.authz_decision(request_id))
+        return None if raw is None else self._open_decision(request_id, raw)
+
+    def _open_decision(self, request_id: str, raw: bytes) -> Decision:
+        return Decision.model_validate_json(self._sealer.open(f"decision:{request_id}", raw))
+
+    def _seal_decision(self, decision: Decision) -> bytes:
+        return self._sealer.seal(f"decision:{decision.request_id}", decision.model_dump_json().encode())
+
+    def admit(self, request: SendRequest, value: int, principal: Principal) -> Decision:
+        """The policy's decision on `request` moving `value`, recorded once with its reservation.
+
+        Raises:
+            PolicyViolation: the policy refuses it (the refusal is recorded too: a retry gets it again).
+        """
+        movements = movements_of(request, value)
+        reserve: dict[str, int] = {}
+        for m in movements:
+            for name in bucket_names(request.kind, m):
+                reserve[name] = reserve.get(name, 0) + m.amount
+        key = self._ks.authz_decision(request.request_id)
+        ledgers = {name: self._ks.authz_ledger(name) for name in reserve}
+
+        def write(pipe: redis.client.Pipeline) -> Decision:
+            raw = pipe.get(key)
+            if raw is not None:
+                return self._open_decision(request.request_id, raw)
+            state = self.registry.load(pipe.get(self._ks.authz_state), fetched=True)
+            now = self._clock()
+            spent: dict[str, int] = {}
+            stale: dict[str, list[bytes]] = {}
+            for name, ledger in ledgers.items():
+                total = 0
+                for field, entry in pipe.hgetall(ledger).items():
+                    at, _, amount = entry.partition(b":")
+                    if float(at) < now - WINDOW_SECONDS:
+                        stale.setdefault(ledger, []).append(field)
+                    else:
+                        total += int(amount)
+                spent[name] = total
+            verdict = evaluate(state.policy, request.kind, movements, spent, now)
+            decision = Decision(request_id=request.request_id, kind=request.kind, outcome=verdict.outcome,
+                                rule=verdict.rule, code=verdict.code, message=verdict.message,
+                                requester=principal.key_id, digest=principal.digest, request=request,
+                                reserved={} if verdict.outcome == "rejected" else
+                                {name: str(amount) for name, amount in reserve.items()},
+                                decided_at=now)
+            pipe.multi()
+            for ledger, fields in stale.items():
+                pipe.hdel(ledger, *fields)
+            for name, amount in decision.reserved.items():
+                pipe.hset(ledgers[name], request.request_id, f"{now:.3f}:{amount}")
+                pipe.expire(ledgers[name], int(WINDOW_SECONDS * 2))
+            held = decision.outcome == "held"
+            pipe.set(key, self._seal_decision(decision), ex=None if held else REQUEST_MEMORY_SECONDS)
+            if principal.signature_hash:
+                pipe.set(self._ks.authz_signature(principal.signature_hash), request.request_id,
+                         ex=REQUEST_MEMORY_SECONDS)
+            if held:
+                pipe.zadd(self._ks.authz_held, {request.request_id: now})
+            self._announce(pipe, decision, EVENT_WITHDRAWAL_HELD.replace("withdrawal", request.kind) if held else None)
+            return decision
+
+        decision = self._redis.transaction(write, key, self._ks.authz_state, *ledgers.values(),
+                                           value_from_callable=True)
+        if decision.outcome == "rejected":
+            raise PolicyViolation(decision.code or POLICY_FROZEN, decision.message,
+                                  details={"rule": decision.rule})
+        return decision
+
+    def _announce(self, pipe: redis.client.Pipeline, decision: Decision, extra_type: str | None) -> None:
+        sender = decision.request.sender or self._hot_wallet()
+        self.audit.decided(pipe, decision.payload(), sender.lower(), decision.request.meta, extra_type)
+
+    # ------------------------------------------------------------------ second approver
+    def settle_held(self, request_id: str, body: dict[str, Any], auth: RequestAuth | dict[str, Any] | None,
+                    approve: bool) -> Decision:
+        """An approver's answer to a held request: approved (then signed by the caller) or rejected
+        (its reservation released). The approval is signed over the held request's digest, so a
+        request edited in Redis after it was held is never approved.
+
+        Raises:
+            AuthorizationError: the approval's own signature fails, the held record was forged, or
+                approval_invalid (not held, or the approver is the requester).
+        """
+        kind = KIND_APPROVE if approve else KIND_REJECT
+        principal = self.authenticate_change(kind, request_id, body, auth, ROLE_APPROVER)
+        key = self._ks.authz_decision(request_id)
+
+        def write(pipe: redis.client.Pipeline) -> Decision:
+            raw = pipe.get(key)
+            if raw is None:
+                raise AuthorizationError(AUTHZ_APPROVAL_INVALID, f"no request {request_id!r} is held")
+            held = self._open_decision(request_id, raw)
+            if body.get("request_digest") != held.digest:
+                raise AuthorizationError(AUTHZ_TAMPERED, "the approval names another version of the request than "
+                                                         "the one held", details={"held_digest": held.digest})
+            wanted = "approved" if approve else "rejected"
+            if held.outcome == wanted and held.approver == principal.key_id:
+                return held  # this answer again (a retried task)
+            if held.outcome != "held":
+                raise AuthorizationError(AUTHZ_APPROVAL_INVALID, f"request {request_id!r} is {held.outcome}, not held")
+            if principal.key_id == held.requester:
+                raise AuthorizationError(AUTHZ_APPROVAL_INVALID, "the approver must be another key than the requester")
+            if approve and self.registry.load(pipe.get(self._ks.authz_state), fetched=True).policy.frozen:
+                raise PolicyViolation(POLICY_FROZEN, "signing is frozen: the request stays held")
+            now = self._clock()
+            settled = held.model_copy(update={
+                "outcome": wanted, "approver": principal.key_id, "decided_at": now,
+                "rule": "second_approver", "code": None if approve else POLICY_REJECTED_BY_APPROVER,
+                "reserved": held.reserved if approve else {}})
+            pipe.multi()
+            pipe.set(key, self._seal_decision(settled), ex=REQUEST_MEMORY_SECONDS)
+            pipe.zrem(self._ks.authz_held, request_id)
+            if principal.signature_hash:
+                pipe.set(self._ks.authz_signature(principal.signature_hash), request_id, ex=REQUEST_MEMORY_SECONDS)
+            if not approve:
+                for name in held.reserved:
+                    pipe.hdel(self._ks.authz_ledger(name), request_id)
+            self._announce(pipe, settled, None)
+            return settled
+
+        return self._redis.transaction(write, key, value_from_callable=True)
+
+    def held(self) -> list[Decision]:
+        ids = [r.decode() for r in self._redis.zrange(self._ks.authz_held, 0, -1)]
+        found = []
+        for request_id in ids:
+            try:
+                decision = self.decision(request_id)
+            except AuthorizationError:
+                continue
+            if decision is not None and decision.outcome == "held":
+                found.append(decision)
+        return found
+
+    # ------------------------------------------------------------------ stored records
+    def seal_record(self, request: SendRequest, sender: str) -> str:
+        return self._sealer.tag(f"send:{request.request_id}", _record_body(request, sender))
+
+    def check_record(self, request: SendRequest, sender: str, seal: str | None) -> None:
+        """Raises AuthorizationError(request_tampered) unless the stored record is one we wrote."""
+        if seal is None or seal != self.seal_record(request, sender):
+            raise AuthorizationError(AUTHZ_TAMPERED, f"the stored record of {request.request_id!r} was not written "
+                                                     f"by the key worker: not signed again",
+                                     details={"request_id": request.request_id})
+
+    def ensure_not_frozen(self) -> None:
+        """Raises WalletFrozen while signing is frozen (or AuthorizationError if the state is forged)."""
+        if self.registry.load().policy.frozen:
+            raise WalletFrozen("signing is frozen (`wallet unfreeze` to resume)")
+
+
+def _record_body(request: SendRequest, sender: str) -> bytes:
+    return canonical.canonical_json({"request": request.model_dump(mode="json", exclude={"meta"}),
+                                     "sender": sender.lower()})
