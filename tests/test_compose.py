@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,12 @@ REQUIRED_QUEUES = {"keys", "celery", "blocks", "bridge", "scheduler"}
 KEY_QUEUE = "keys"
 
 SETTINGS_ENV_NAMES = {"WALLET_" + name.upper() for name in Settings.model_fields}
+# The one env file every app service reads: the operator's settings (and compose's own variables).
+SETTINGS_FILE = ".env"
+# What `environment:` may set, winning over .env: where the other services are (their compose
+# names), the prefixes (interpolated from .env), and the key holder's key file.
+CONNECTION_SETTINGS = {"WALLET_REDIS_URL", "WALLET_KAFKA_BOOTSTRAP", "WALLET_ETH_RPC_URL", "WALLET_CHAIN_ID",
+                       "WALLET_KEY_PREFIX", "WALLET_KAFKA_TOPIC_PREFIX", "WALLET_MASTER_KEY_FILE"}
 # What an operator's .env gives for the variables compose refuses to start without.
 REQUIRED_SAMPLES = {"REDIS_PASSWORD": "sample-redis-password", "FLOWER_BASIC_AUTH": "ops:sample-flower-password"}
 REDIS_URL = "redis://:sample-redis-password@redis:6379/0"
@@ -104,6 +111,49 @@ def command_of(service: dict) -> list[str]:
         return []
     argv = shlex.split(cmd) if isinstance(cmd, str) else [str(a) for a in cmd]
     return [interpolate(a) for a in argv]
+
+
+def env_files_of(service: dict) -> list[str]:
+    """env_file as a list of paths (string, list, or the long syntax with `path:`)."""
+    files = service.get("env_file") or []
+    if isinstance(files, str):
+        files = [files]
+    return [f if isinstance(f, str) else f["path"] for f in files]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as compose reads an env file (python-dotenv follows the same rules)."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def effective_env(service: dict, env_file_values: dict[str, str]) -> dict[str, str]:
+    """What a container's process sees: its env files, then `environment`, which wins (compose's
+    order). Interpolation reads the same .env, as compose does."""
+    env = dict(env_file_values) if env_files_of(service) == [SETTINGS_FILE] else {}
+    raw = service.get("environment") or {}
+    for key, value in raw.items():
+        env[key] = interpolate_with(str(value), env_file_values)
+    return env
+
+
+def interpolate_with(value: str, variables: dict[str, str]) -> str:
+    """Compose interpolation with `variables` set (as .env sets them)."""
+    def repl(m: re.Match) -> str:
+        if m.group("escaped"):
+            return "$"
+        name, op, arg = m.group("braced") or m.group("bare"), m.group("op") or "", m.group("arg")
+        is_set = name in variables and not (op.startswith(":") and variables[name] == "")
+        if op.endswith("+"):
+            return arg if is_set else ""
+        if is_set:
+            return variables[name]
+        if op.endswith("?"):
+            raise AssertionError(f"{name} is required: {arg}")
+        return arg if op.endswith("-") else ""
+
+    return _INTERPOLATION.sub(repl, value)
 
 
 def depends_on_of(service: dict) -> dict[str, str]:
@@ -295,8 +345,9 @@ def test_only_worker_keys_gets_the_master_key(services):
         env = env_of(svc)
         assert not MASTER_KEY_VARS & set(env), f"{name}: must not receive the master key"
         assert not _service_secret_names(svc), f"{name}: must not receive secrets"
-        # env_file could smuggle the key in; mounting secrets/ would expose the file itself.
-        assert "env_file" not in svc, f"{name}: env_file could carry WALLET_MASTER_KEY"
+        # Only the settings file (README: never the master key in it); mounting secrets/ would
+        # expose the key file itself.
+        assert env_files_of(svc) in ([], [SETTINGS_FILE]), f"{name}: env files {env_files_of(svc)}"
         mentioned = [s for s in strings_in(svc) if "WALLET_MASTER_KEY" in s or MASTER_KEY_SECRET in s]
         assert not mentioned, f"{name}: refers to the master key: {mentioned}"
         for vol in svc.get("volumes") or []:
@@ -313,7 +364,7 @@ def test_worker_keys_reads_the_key_from_the_secret_file(compose, services):
     assert MASTER_KEY_SECRET in _service_secret_names(svc)
     secret = (compose.get("secrets") or {}).get(MASTER_KEY_SECRET)
     assert secret and secret.get("file") == "./secrets/wallet_master_key"
-    assert "env_file" not in svc
+    assert env_files_of(svc) == [SETTINGS_FILE]
 
 
 def test_key_queue_is_consumed_only_by_the_key_holder(services):
@@ -561,3 +612,84 @@ def test_dockerfile_installs_from_the_lock():
     assert lock < project, "install the pinned dependencies before the project"
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert bases and all(base == "python:3.11-slim" for base in bases), bases
+
+
+# --- settings through .env ------------------------------------------------------------------
+
+SAMPLE_SETTINGS = {
+    **REQUIRED_SAMPLES,
+    "WALLET_REQUIRED_CONFIRMATIONS": "3",
+    "WALLET_COLD_WALLET_ADDRESS": "0x00000000000000000000000000000000C01DC01D",
+    "WALLET_SWEEP_THRESHOLDS": '{"ETH": 10000000000000000}',
+    "WALLET_SWEEP_INTERVAL_SECONDS": "30",
+    "WALLET_SEND_REPLACE_AFTER_SECONDS": "240",
+    "WALLET_BRIDGE_BATCH_SIZE": "100",
+    "WALLET_KEY_PREFIX": "acme",
+    # Meant for the CLI on the host: inside, the containers must still reach the redis service.
+    "WALLET_REDIS_URL": "redis://:sample-redis-password@127.0.0.1:6379/0",
+}
+
+
+def test_every_app_service_reads_the_settings_file(services):
+    for name in APP_SERVICES:
+        assert env_files_of(services[name]) == [SETTINGS_FILE], f"{name}: does not read {SETTINGS_FILE}"
+
+
+def test_environment_sets_only_where_the_services_are(services):
+    """`environment` wins over `env_file`: a setting given a default here would silently override
+    .env (confirmations, the cold wallet, sweeps and sends once did not reach the containers)."""
+    for name in APP_SERVICES:
+        listed = {k for k in (services[name].get("environment") or {}) if k.startswith("WALLET_")}
+        assert listed <= CONNECTION_SETTINGS, f"{name}: {sorted(listed - CONNECTION_SETTINGS)} override .env"
+
+
+def test_settings_in_the_env_file_reach_every_app_process(services, tmp_path, monkeypatch):
+    env_file = tmp_path / SETTINGS_FILE
+    env_file.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in SAMPLE_SETTINGS.items()))
+    values = read_env_file(env_file)
+    assert values == SAMPLE_SETTINGS  # the JSON value survives the file's quoting
+    for name in APP_SERVICES:
+        for key in SETTINGS_ENV_NAMES:
+            monkeypatch.delenv(key, raising=False)
+        for key, value in effective_env(services[name], values).items():
+            if key.startswith("WALLET_"):
+                monkeypatch.setenv(key, value)
+        settings = Settings()
+        assert settings.required_confirmations == 3, name
+        assert settings.cold_wallet_address == SAMPLE_SETTINGS["WALLET_COLD_WALLET_ADDRESS"], name
+        assert settings.sweep_thresholds == {"ETH": 10**16}, name
+        assert (settings.sweep_interval_seconds, settings.send_replace_after_seconds) == (30, 240), name
+        assert settings.bridge_batch_size == 100, name
+        assert settings.key_prefix == "acme", name  # the host CLI and the containers agree
+        assert settings.redis_url == REDIS_URL, f"{name}: a host-side WALLET_REDIS_URL leaked in"
+
+
+def _readme_block(heading: str, containing: str) -> str:
+    section = (ROOT / "README.md").read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def test_readme_key_procedure_leaves_a_key_file_the_image_user_can_read(services, tmp_path):
+    """The README's first steps, run as written (but `docker compose up`), as whoever runs the
+    tests (root on CI): the key file is owner-only and owned by APP_UID, the uid the image runs
+    as, so worker-keys can read its bind-mounted secret; .env has what compose requires."""
+    block = _readme_block("Production: docker-compose", "secrets/wallet_master_key")
+    script = "\n".join(line for line in block.splitlines() if not line.startswith("docker compose"))
+    assert "docker compose up" in block
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    env = read_env_file(tmp_path / SETTINGS_FILE)
+    assert set(REQUIRED_SAMPLES) | {"APP_UID"} <= set(env)
+    uid = int(env["APP_UID"])
+    assert uid != 0, "the images must not run as root"
+    key_file = tmp_path / "secrets" / "wallet_master_key"
+    assert re.fullmatch(r"[0-9a-f]{64}\n", key_file.read_text())
+    assert key_file.stat().st_uid == uid and key_file.stat().st_mode & 0o077 == 0
+    assert (tmp_path / SETTINGS_FILE).stat().st_mode & 0o077 == 0  # it holds the Redis password
+    for name in APP_SERVICES:  # the image is built for that uid
+        assert interpolate_with(str(services[name]["build"]["args"]["APP_UID"]), env) == str(uid)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert '--uid "${APP_UID}"' in dockerfile and "\nUSER wallet\n" in dockerfile
