@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -9,6 +10,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
@@ -530,24 +532,41 @@ def _produce(settings: Any, topic: str, value: bytes) -> None:
         producer.close()
 
 
-def _collect(settings: Any, topic: str, match, count: int, timeout: float) -> list[dict[str, Any]]:
+def _read_events(settings: Any, topics: list[str], timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(logical topic, event) for every JSON object event on `topics` from their start, until
+    `timeout` or until the caller stops iterating; anything else on the topics is skipped."""
     from kafka import KafkaConsumer
 
     from wallet.kafka import client_config, topic_name
 
-    consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
-                             auto_offset_reset="earliest", enable_auto_commit=False)
-    found: list[dict[str, Any]] = []
+    names = {topic_name(settings, t): t for t in topics}
+    consumer = KafkaConsumer(*names, **client_config(settings), auto_offset_reset="earliest",
+                             enable_auto_commit=False)
     deadline = time.monotonic() + timeout
     try:
-        while len(found) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
                 for record in records:
-                    event = json.loads(record.value)
-                    if match(event):
-                        found.append(event)
+                    try:
+                        event = json.loads(record.value)
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict):
+                        yield names[record.topic], event
     finally:
         consumer.close()
+
+
+def _collect(settings: Any, topic: str, match, count: int, timeout: float) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if count <= 0:
+        return found
+    with contextlib.closing(_read_events(settings, [topic], timeout)) as events:
+        for _topic, event in events:
+            if match(event):
+                found.append(event)
+                if len(found) >= count:
+                    break
     return found
 
 
@@ -555,34 +574,23 @@ def _await_reply(settings: Any, request_id: str, count: int, timeout: float
                  ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The `address.created` events of a request, or its `command.rejected` on `errors`, whichever
     comes; the rejection is matched by the request id in its echo of the request."""
-    from kafka import KafkaConsumer
-
     from wallet.events import EVENT_COMMAND_REJECTED, TOPIC_ADDRESS_CREATED, TOPIC_ERRORS
-    from wallet.kafka import client_config, topic_name
 
-    created_topic = topic_name(settings, TOPIC_ADDRESS_CREATED)
-    consumer = KafkaConsumer(created_topic, topic_name(settings, TOPIC_ERRORS), **client_config(settings),
-                             auto_offset_reset="earliest", enable_auto_commit=False)
     found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    try:
-                        event = json.loads(record.value)
-                    except ValueError:
-                        continue
-                    if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
-                        continue
-                    if record.topic == created_topic:
-                        if event["payload"].get("request_id") == request_id:
-                            found.append(event)
-                    elif (event.get("type") == EVENT_COMMAND_REJECTED
-                          and request_id in json.dumps(event["payload"].get("request"))):
-                        return found, event
-    finally:
-        consumer.close()
+    if count <= 0:
+        return found, None
+    with contextlib.closing(_read_events(settings, [TOPIC_ADDRESS_CREATED, TOPIC_ERRORS], timeout)) as events:
+        for topic, event in events:
+            payload = event.get("payload")
+            if not isinstance(payload, dict):
+                continue
+            if topic == TOPIC_ADDRESS_CREATED:
+                if payload.get("request_id") == request_id:
+                    found.append(event)
+                    if len(found) >= count:
+                        break
+            elif event.get("type") == EVENT_COMMAND_REJECTED and request_id in json.dumps(payload.get("request")):
+                return found, event
     return found, None
 
 

@@ -128,7 +128,7 @@ class DepositScanner:
             return
         if bundle.internal_transfers is None:
             self._health.degraded(bundle.untraced_reason or "no_tracer", bundle.number)
-        elif self._traced_ok is False or self._traced_ok is None:
+        elif not self._traced_ok:
             # Tracing works (again): a later gap is a new episode, announced again.
             self._health.tracing_restored()
         self._traced_ok = bundle.internal_transfers is not None
