@@ -34,7 +34,7 @@ from typing import Any
 from wallet.chain import mappers
 from wallet.chain.mappers import CALL_TRACER, PARITY_TRACES
 from wallet.chain.model import BlockBundle, BlockRef
-from wallet.chain.transport import DEFAULT_MAX_BATCH, CallBudget, Transport, display_url, short
+from wallet.chain.transport import DEFAULT_MAX_BATCH, CallBudget, Transport, display_url, error_says, short
 from wallet.errors import BlockNotFound, ChainDataInvalid, NodeTimedOut
 
 __all__ = ["NO_TRACER", "NodeCapabilities", "RpcClient", "display_url"]
@@ -63,17 +63,11 @@ _PRUNED_PHRASES = (
 def method_unsupported(error: Any) -> bool:
     if error.__class__ is not dict or state_pruned(error):
         return False
-    if error.get("code") == -32601:
-        return True
-    message = str(error.get("message", "")).lower()
-    return any(phrase in message for phrase in _UNSUPPORTED_PHRASES)
+    return error.get("code") == -32601 or error_says(error, _UNSUPPORTED_PHRASES)
 
 
 def state_pruned(error: Any) -> bool:
-    if error.__class__ is not dict:
-        return False
-    message = str(error.get("message", "")).lower()
-    return any(phrase in message for phrase in _PRUNED_PHRASES)
+    return error_says(error, _PRUNED_PHRASES)
 
 
 @dataclass(frozen=True)

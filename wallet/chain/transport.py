@@ -90,11 +90,17 @@ def is_rate_error(error: Any) -> bool:
     return any(phrase in message for phrase in _RATE_PHRASES)
 
 
-def _too_large(error: Any) -> bool:
+def error_says(error: Any, phrases: tuple[str, ...]) -> bool:
+    """Whether a JSON-RPC error object's message holds one of `phrases` (lower case): nodes and
+    providers agree on few codes, so their wording is what tells one answer from another."""
     if error.__class__ is not dict:
         return False
     message = str(error.get("message", "")).lower()
-    return any(phrase in message for phrase in _TOO_LARGE_PHRASES)
+    return any(phrase in message for phrase in phrases)
+
+
+def _too_large(error: Any) -> bool:
+    return error_says(error, _TOO_LARGE_PHRASES)
 
 
 def _backoff_seconds(error: Any, header: str | None) -> float:
