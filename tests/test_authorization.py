@@ -367,3 +367,34 @@ def test_policy_show_prints_the_policy_in_force_and_its_history(stack, policy) -
     assert done.returncode == 0, output
     assert "123456789" in output and "not verified" not in output
     assert "set_policy" in output and "add_producer" in output and ADMIN.address.lower() in output
+
+
+def test_approval_and_freeze_travel_on_kafka_like_any_command(
+    celery_app, policy, chain: Chain, kafka: KafkaProbe, hot_wallet: str, fresh_account
+) -> None:
+    """A platform that talks to us only through Kafka can approve a held withdrawal and freeze and
+    unfreeze signing: each signed `command`, each answered on `transaction`."""
+    to = fresh_account()
+    request_id, held = held_request(policy, kafka, to, 2 * 10**15)
+    freeze = signed_command({"type": "freeze", "request_id": rid("freeze"), "reason": "on kafka"}, key=ADMIN)
+    kafka.send("command", freeze)
+    kafka.events("transaction", lambda e: e["type"] == "policy.changed"
+                 and e["payload"].get("request_id") == freeze["request_id"])
+    approve = signed_command({"type": "approve_withdrawal", "request_id": request_id,
+                              "request_digest": held["payload"]["request_digest"]}, key=APPROVER)
+    kafka.send("command", approve)
+    # Frozen: the approval is refused and the request stays held, unpaid.
+    [refusal] = rejection(kafka, request_id)
+    assert refusal["payload"]["code"] == "wallet_frozen"
+    unfreeze = signed_command({"type": "unfreeze", "request_id": rid("unfreeze"), "reason": "over"}, key=ADMIN)
+    kafka.send("command", unfreeze)
+    kafka.events("transaction", lambda e: e["type"] == "policy.changed"
+                 and e["payload"].get("request_id") == unfreeze["request_id"])
+    assert chain.w3.eth.get_balance(to) == 0
+    # The same approval, signed again (a signature is used once), now goes through.
+    kafka.send("command", signed_command({"type": "approve_withdrawal", "request_id": request_id,
+                                          "request_digest": held["payload"]["request_digest"]}, key=APPROVER))
+    assert events(kafka, request_id, "withdrawal.submitted")
+    chain.mine(K)
+    assert events(kafka, request_id, "withdrawal.confirmed")
+    assert chain.w3.eth.get_balance(to) == 2 * 10**15

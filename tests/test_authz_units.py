@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from eth_account import Account
 
 from wallet.authz import canonical
 from wallet.authz.client import send_request_of, sign_request
 from wallet.authz.policy import AddressBookEntry, AssetLimits, Movement, Policy, evaluate
 from wallet.authz.sealed import Sealer, derive_seal_key
+
+# Pure: no service.
+pytestmark = pytest.mark.fast
 
 KEY = Account.create()
 TO = "0x00000000000000000000000000000000DeaDBeef"
@@ -84,3 +88,20 @@ def test_policy_rules_in_order() -> None:
     assert evaluate(sweeps, "sweep", [Movement("ETH", 900, "0xc")], {}, 0).outcome == "allowed"
     assert evaluate(sweeps, "sweep", [Movement("ETH", 900, "0xc")], {"sweep:ETH": 200}, 0).code == \
         "policy_daily_limit"
+
+
+# ---- the rolling ledger: bounded, never under-counting
+def test_the_rolling_ledger_counts_every_slot_touching_the_window_and_drops_the_rest() -> None:
+    from wallet.authz import ledger
+
+    now = 1_800_000_000.0
+    inside = ledger.slot_of(now - ledger.WINDOW_SECONDS + 1)  # starts before the window, ends inside it
+    outside = inside - ledger.SLOT_SECONDS  # ends exactly where the window begins
+    current = ledger.slot_of(now)
+    big = 10**30  # token amounts exceed 64-bit integers
+    fields = {str(inside).encode(): str(big).encode(), str(outside).encode(): b"5",
+              str(current).encode(): b"7", b"req-legacy": f"{now - 60:.3f}:11".encode()}
+    held, stale = ledger.total(fields, now)
+    assert held == big + 7 + 11
+    assert stale == [str(outside).encode()]
+    assert ledger.SLOTS_PER_WINDOW + 1 >= len({ledger.slot_of(now - s) for s in range(0, 86400, 60)})

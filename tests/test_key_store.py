@@ -152,6 +152,67 @@ def test_rotation_rewraps_everything_and_changes_no_address(store: Store, tmp_pa
         rotate_master_key(hd.redis, hd.keyspace, Envelope(os.urandom(32)), Envelope(os.urandom(32)))
 
 
+def test_rotation_seals_the_authorization_state_again_so_withdrawals_go_on(store: Store, chain) -> None:
+    """Producer list, policy, decisions and stored sends are sealed with a key derived from the
+    master key: after a rotation the same producer's withdrawal is still signed, a request stored
+    before it still resumes, the audit trail is attested under the new key, and a value forged
+    before the rotation stays refused."""
+    import hashlib
+
+    from tests.authz_helpers import PRODUCER, authorized, register
+    from wallet.authz.audit import Audit, entry_body
+    from wallet.authz.sealed import Sealer, derive_seal_key
+    from wallet.errors import AuthorizationError
+    from wallet.sending.validation import withdrawal_request
+
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    before = store(old_key)
+    before.vault.start()
+    key_file = Path(f"/tmp/wkeys-{secrets.token_hex(4)}.key")
+    key_file.write_text(old_key.hex())
+    try:
+        register(key_file, key_prefix=before.settings.key_prefix)
+    finally:
+        key_file.unlink()
+    chain.send_eth(before.signer.hot_wallet_address(), 10 * 10**18)
+    paid = before.sending.send(**authorized(withdrawal_request(f"rot-{secrets.token_hex(4)}",
+                                                               Account.create().address, 1000)))
+    stored = before.sending.prepare(**authorized(withdrawal_request(f"rot-{secrets.token_hex(4)}",
+                                                                    Account.create().address, 2000)))
+    forged = before.keyspace.authz_decision("forged")
+    before.redis.set(forged, b"v1:" + b"0" * 64 + b":{}")
+    audit_before = before.redis.xrange(before.keyspace.authz_audit)
+
+    report = rotate_master_key(before.redis, before.keyspace, Envelope(old_key), Envelope(new_key),
+                               authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
+    assert report.authz is not None and report.authz.unverified == 1  # the forged decision
+    assert report.authz.resealed >= 1 + 2 + 2  # the state, two decisions, two stored sends
+    assert report.authz.audit_entries_attested == len(audit_before)
+    again = rotate_master_key(before.redis, before.keyspace, Envelope(old_key), Envelope(new_key),
+                              authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
+    assert again.authz is not None and again.authz.resealed == 0  # resumable: nothing left to do
+
+    after = store(new_key, prefix=before.settings.key_prefix)
+    after.vault.start()
+    assert after.authz_gate.registry.load().producer(PRODUCER.address) is not None
+    assert after.authz_gate.decision(paid.request_id).outcome == "allowed"
+    resumed = after.sending.resume(stored.request_id)
+    assert resumed is not None and resumed.status == "submitted"
+    new_one = after.sending.send(**authorized(withdrawal_request(f"rot-{secrets.token_hex(4)}",
+                                                                 Account.create().address, 3000)))
+    assert new_one.status == "submitted"
+    with pytest.raises(AuthorizationError):
+        after.authz_gate.decision("forged")
+    # The old entries are vouched for by one entry under the new key.
+    [(_, attest)] = [(i, {k.decode(): v.decode() for k, v in f.items()})
+                     for i, f in after.redis.xrange(after.keyspace.authz_audit)
+                     if f.get(b"event") == b"master_key.rotated"]
+    assert Audit.verifier(Sealer(derive_seal_key(new_key)))(attest)
+    digest = hashlib.sha256(b"".join(entry_body({k.decode(): v.decode() for k, v in f.items()}).encode() + b"\n"
+                                     for _, f in audit_before)).hexdigest()
+    assert attest["attests_sha256"] == digest and attest["attests_entries"] == str(len(audit_before))
+
+
 def _wallet_cli(stack: Stack, prefix: str, key_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_MASTER")}
     env.update(stack.client_env())

@@ -261,6 +261,7 @@ def keys_rotate(
     configured (WALLET_MASTER_KEY_FILE): stop the key-holding worker first, then start it with the
     new key. Safe to run again if interrupted.
     """
+    from wallet.authz.sealed import Sealer, derive_seal_key
     from wallet.custody.envelope import Envelope
     from wallet.custody.master_key import load_master_key
     from wallet.custody.rotation import rotate_master_key
@@ -282,7 +283,8 @@ def keys_rotate(
         console.print("stopping the dev stack's key worker")
         dev.stop(KEY_WORKER)
     try:
-        report = rotate_master_key(w.redis, w.keyspace, Envelope(old_key), Envelope(new_key))
+        report = rotate_master_key(w.redis, w.keyspace, Envelope(old_key), Envelope(new_key),
+                                   authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
     except (WalletError, redis.ConnectionError) as exc:
         if was_running:
             _start_key_worker(dev)  # nothing changed: back as it was
@@ -291,6 +293,10 @@ def keys_rotate(
         _fail(exc)
     console.print(f"re-wrapped {report.rewrapped} secrets ({report.already_new} already under the new key): "
                   f"master key {report.old_key_id} -> {report.new_key_id}")
+    if report.authz is not None:
+        a = report.authz
+        console.print(f"authorization: {a.resealed} sealed values sealed again ({a.already_new} already new, "
+                      f"{a.unverified} forged ones left refused); {a.audit_entries_attested} audit entries attested")
     if dev is not None:
         install_key(dev.master_key_file, new_key.hex())
         console.print(f"installed the new key as {dev.master_key_file} (the old one is beside it, .previous)")

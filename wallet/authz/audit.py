@@ -6,6 +6,7 @@ an entry written by anyone else does not verify."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -28,10 +29,21 @@ class Audit:
 
     def append(self, pipe: redis.client.Pipeline, entry: dict[str, Any]) -> None:
         fields = {k: "" if v is None else str(v) for k, v in entry.items()}
+        pipe.xadd(self._ks.authz_audit, self.sealed_fields(self._sealer, fields), maxlen=AUDIT_MAXLEN,
+                  approximate=True)
+
+    @staticmethod
+    def sealed_fields(sealer: Sealer, fields: dict[str, str]) -> dict[str, str]:
+        """`fields` with its time (if none) and its MAC, as a stream entry."""
+        fields = {**fields}
         fields.setdefault("at", f"{time.time():.3f}")
-        body = "|".join(f"{k}={fields[k]}" for k in sorted(fields))
-        fields["mac"] = self._sealer.tag(AUDIT_CONTEXT, body.encode())
-        pipe.xadd(self._ks.authz_audit, fields, maxlen=AUDIT_MAXLEN, approximate=True)
+        fields["mac"] = sealer.tag(AUDIT_CONTEXT, entry_body(fields).encode())
+        return fields
+
+    @staticmethod
+    def verifier(sealer: Sealer) -> Callable[[dict[str, str]], bool]:
+        """Whether a stream entry was written by a holder of the master key `sealer` derives from."""
+        return lambda fields: fields.get("mac", "") == sealer.tag(AUDIT_CONTEXT, entry_body(fields).encode())
 
     def decided(self, pipe: redis.client.Pipeline, payload: dict[str, Any], key: str, meta: dict[str, Any],
                 extra_type: str | None = None) -> None:
@@ -58,7 +70,9 @@ class Audit:
 
     def verify(self, fields: dict[str, str]) -> bool:
         """Whether a stream entry was written by a holder of the master key."""
-        given = fields.get("mac", "")
-        rest = {k: v for k, v in fields.items() if k != "mac"}
-        body = "|".join(f"{k}={rest[k]}" for k in sorted(rest))
-        return given == self._sealer.tag(AUDIT_CONTEXT, body.encode())
+        return self.verifier(self._sealer)(fields)
+
+
+def entry_body(fields: dict[str, str]) -> str:
+    """What an entry's MAC covers: every field but the MAC, in name order."""
+    return "|".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "mac")

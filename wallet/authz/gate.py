@@ -24,13 +24,12 @@ import redis
 from pydantic import BaseModel, ValidationError
 
 from wallet.authz import canonical
+from wallet.authz import ledger as rolling
 from wallet.authz.audit import Audit
 from wallet.authz.canonical import RequestAuth
 from wallet.authz.policy import (
     ROLE_APPROVER,
     ROLE_PRODUCER,
-    WINDOW_SECONDS,
-    AuthzState,
     bucket_names,
     evaluate,
     movements_of,
@@ -65,6 +64,14 @@ KIND_APPROVE = "approve_withdrawal"
 KIND_REJECT = "reject_withdrawal"
 
 Outcome = Literal["allowed", "held", "approved", "rejected"]
+
+# The stored decision, the sealed state and every ledger a request counts in (HGETALL as a flat
+# list), read together under the decision's WATCH. Read-only: the write stays a MULTI/EXEC.
+_READ_DECISION_INPUTS = """
+local out = {redis.call('GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false}
+for i = 3, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
+"""
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ class Gate:
                 return self._internal(request)
             auth = self._auth_of(auth, request.kind)
             asks = canonical.asks_for_send(self._chain_id, request, auth.expires_at, auth.key_id)
-            return self._check_signature(asks, auth, ROLE_PRODUCER, self.registry.load())
+            return self._check_signature(asks, auth, ROLE_PRODUCER)
         except AuthorizationError as exc:
             self.audit.refused(self._redis, {"request_id": request.request_id, "kind": request.kind,
                                              "outcome": "refused", "code": exc.code,
@@ -143,7 +150,7 @@ class Gate:
         try:
             auth = self._auth_of(auth, kind)
             asks = canonical.asks_for_change(self._chain_id, request_id, kind, body, auth.expires_at, auth.key_id)
-            return self._check_signature(asks, auth, role, self.registry.load())
+            return self._check_signature(asks, auth, role)
         except AuthorizationError as exc:
             self.audit.refused(self._redis, {"request_id": request_id, "kind": kind, "outcome": "refused",
                                              "code": exc.code})
@@ -161,9 +168,11 @@ class Gate:
             raise AuthorizationError(AUTHZ_UNAUTHORIZED, f"auth is malformed: {exc.error_count()} field error(s)") \
                 from None
 
-    def _check_signature(self, asks: canonical.Asks, auth: RequestAuth, role: str, state: AuthzState) -> Principal:
+    def _check_signature(self, asks: canonical.Asks, auth: RequestAuth, role: str) -> Principal:
         sig_hash = canonical.signature_hash(auth.signature)
-        used = self._redis.get(self._ks.authz_signature(sig_hash))
+        # The producer list and the signature's first use in one round trip: this runs per request.
+        raw_state, used = self._redis.mget(self._ks.authz_state, self._ks.authz_signature(sig_hash))
+        state = self.registry.load(raw_state, fetched=True)
         if used is not None and used.decode() != asks.request_id:
             raise AuthorizationError(AUTHZ_REPLAYED, f"this signature was already used for request {used.decode()!r}",
                                      details={"first_request_id": used.decode()})
@@ -226,22 +235,20 @@ class Gate:
         ledgers = {name: self._ks.authz_ledger(name) for name in reserve}
 
         def write(pipe: redis.client.Pipeline) -> Decision:
-            raw = pipe.get(key)
+            # Every read of the decision in one round trip (this runs once per request, and again
+            # only when a concurrent request changed a watched key).
+            raw, raw_state, *entries = pipe.eval(_READ_DECISION_INPUTS, 2 + len(ledgers), key,
+                                                 self._ks.authz_state, *ledgers.values())
             if raw is not None:
                 return self._open_decision(request.request_id, raw)
-            state = self.registry.load(pipe.get(self._ks.authz_state), fetched=True)
+            state = self.registry.load(raw_state, fetched=True)
             now = self._clock()
             spent: dict[str, int] = {}
             stale: dict[str, list[bytes]] = {}
-            for name, ledger in ledgers.items():
-                total = 0
-                for field, entry in pipe.hgetall(ledger).items():
-                    at, _, amount = entry.partition(b":")
-                    if float(at) < now - WINDOW_SECONDS:
-                        stale.setdefault(ledger, []).append(field)
-                    else:
-                        total += int(amount)
-                spent[name] = total
+            slots: dict[str, dict[bytes, bytes]] = {}
+            for (name, ledger), flat in zip(ledgers.items(), entries, strict=True):
+                slots[name] = dict(zip(flat[::2], flat[1::2], strict=True))
+                spent[name], stale[ledger] = rolling.total(slots[name], now)
             verdict = evaluate(state.policy, request.kind, movements, spent, now)
             decision = Decision(request_id=request.request_id, kind=request.kind, outcome=verdict.outcome,
                                 rule=verdict.rule, code=verdict.code, message=verdict.message,
@@ -251,10 +258,13 @@ class Gate:
                                 decided_at=now)
             pipe.multi()
             for ledger, fields in stale.items():
-                pipe.hdel(ledger, *fields)
+                if fields:
+                    pipe.hdel(ledger, *fields)
             for name, amount in decision.reserved.items():
-                pipe.hset(ledgers[name], request.request_id, f"{now:.3f}:{amount}")
-                pipe.expire(ledgers[name], int(WINDOW_SECONDS * 2))
+                # Set, not HINCRBY: token amounts exceed Redis's 64-bit integers; the ledger is watched.
+                slot = str(rolling.slot_of(now))
+                pipe.hset(ledgers[name], slot, str(int(slots[name].get(slot.encode(), b"0")) + int(amount)))
+                pipe.expire(ledgers[name], rolling.LEDGER_TTL_SECONDS)
             held = decision.outcome == "held"
             pipe.set(key, self._seal_decision(decision), ex=None if held else REQUEST_MEMORY_SECONDS)
             if principal.signature_hash:
@@ -313,14 +323,21 @@ class Gate:
                 "outcome": wanted, "approver": principal.key_id, "decided_at": now,
                 "rule": "second_approver", "code": None if approve else POLICY_REJECTED_BY_APPROVER,
                 "reserved": held.reserved if approve else {}})
+            # A rejection releases the reservation from the slot it was made in (a slot out of the
+            # window counts nothing any more). Read under WATCH (see below), written in the MULTI.
+            slot = str(rolling.slot_of(held.decided_at))
+            if not approve and held.reserved:
+                pipe.watch(key, *(self._ks.authz_ledger(name) for name in held.reserved))
+            release = {} if approve or not rolling.counts(int(slot), now) else {
+                self._ks.authz_ledger(name): int(pipe.hget(self._ks.authz_ledger(name), slot) or 0) - int(amount)
+                for name, amount in held.reserved.items()}
             pipe.multi()
             pipe.set(key, self._seal_decision(settled), ex=REQUEST_MEMORY_SECONDS)
             pipe.zrem(self._ks.authz_held, request_id)
             if principal.signature_hash:
                 pipe.set(self._ks.authz_signature(principal.signature_hash), request_id, ex=REQUEST_MEMORY_SECONDS)
-            if not approve:
-                for name in held.reserved:
-                    pipe.hdel(self._ks.authz_ledger(name), request_id)
+            for ledger, left in release.items():
+                pipe.hset(ledger, slot, str(left))
             self._announce(pipe, settled, None)
             return settled
 
@@ -340,7 +357,7 @@ class Gate:
 
     # ------------------------------------------------------------------ stored records
     def seal_record(self, request: SendRequest, sender: str) -> str:
-        return self._sealer.tag(f"send:{request.request_id}", _record_body(request, sender))
+        return self._sealer.tag(record_context(request), record_body(request, sender))
 
     def check_record(self, request: SendRequest, sender: str, seal: str | None) -> None:
         """Raises AuthorizationError(request_tampered) unless the stored record is one we wrote."""
@@ -355,6 +372,11 @@ class Gate:
             raise WalletFrozen("signing is frozen (`wallet unfreeze` to resume)")
 
 
-def _record_body(request: SendRequest, sender: str) -> bytes:
+def record_context(request: SendRequest) -> str:
+    return f"send:{request.request_id}"
+
+
+def record_body(request: SendRequest, sender: str) -> bytes:
+    """What a stored send's seal covers: its request (not its meta) and its sender."""
     return canonical.canonical_json({"request": request.model_dump(mode="json", exclude={"meta"}),
                                      "sender": sender.lower()})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import redis
 
+from wallet.authz.reseal import ResealReport, reseal_authz
+from wallet.authz.sealed import Sealer
 from wallet.custody.envelope import Envelope, sealed_by
 from wallet.custody.seed_store import SEED_CONTEXT
 from wallet.custody.vault import CHECK_CONTEXT, CHECK_PLAINTEXT, address_context
@@ -29,10 +31,14 @@ class RotationReport:
     already_new: int
     old_key_id: str
     new_key_id: str
+    authz: ResealReport | None = None
 
 
-def rotate_master_key(client: redis.Redis, keyspace: Keyspace, old: Envelope, new: Envelope) -> RotationReport:
-    """Re-wrap every sealed secret of this store from `old` to `new`.
+def rotate_master_key(client: redis.Redis, keyspace: Keyspace, old: Envelope, new: Envelope,
+                      authz: tuple[Sealer, Sealer] | None = None) -> RotationReport:
+    """Re-wrap every sealed secret of this store from `old` to `new`; with `authz` (the old and new
+    master keys' sealers), the authorization state is sealed again too (wallet.authz.reseal), before
+    the key check switches.
 
     Raises:
         MasterKeyMismatch: `old` is not the key this store is sealed with (nor is `new`).
@@ -63,5 +69,6 @@ def rotate_master_key(client: redis.Redis, keyspace: Keyspace, old: Envelope, ne
         elif string_swap(keys=[keyspace.hd_seed], args=[seed, old.rewrap(seed, SEED_CONTEXT, new)]) == 1:
             rewrapped += 1
 
+    resealed = reseal_authz(client, keyspace, *authz) if authz is not None else None
     client.set(keyspace.key_check, new.seal(CHECK_PLAINTEXT, CHECK_CONTEXT))
-    return RotationReport(rewrapped, already, old.key_id.hex(), new.key_id.hex())
+    return RotationReport(rewrapped, already, old.key_id.hex(), new.key_id.hex(), resealed)

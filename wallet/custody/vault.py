@@ -45,6 +45,7 @@ class KeyVault:
         self.envelope = envelope
         self.mode = mode
         self.seeds = SeedStore(client, keyspace, envelope)
+        self._hot_wallet: str | None = None
 
     @property
     def master_key_id(self) -> str:
@@ -126,9 +127,13 @@ class KeyVault:
     def hot_wallet_address(self) -> str:
         """The hot wallet's address, made on first use: HD account 1 in HD mode, else a sealed
         random key. Not a watched address: money moving in and out of it is ours, not a deposit."""
+        if self._hot_wallet is not None:
+            return self._hot_wallet
         existing = self._redis.get(self._keyspace.hot_wallet)
         if existing is not None:
-            return existing.decode()
+            # Set once (SET NX) and never changed: every send announces it, so it is not read again.
+            self._hot_wallet = existing.decode()
+            return self._hot_wallet
         if self.mode == "hd":
             hot = self._account_chains[HOT_WALLET_ACCOUNT].child(0)
             self._redis.set(self._keyspace.hot_wallet, address_of(hot.key), nx=True)

@@ -199,7 +199,8 @@ class Keyspace:
         return f"{self.prefix}:authz:decision:{request_id}"
 
     def authz_ledger(self, bucket: str) -> str:
-        """HASH request id -> "<time>:<amount>": amounts reserved in one rolling 24 h limit."""
+        """HASH slot start (epoch s) -> amount reserved in that slot, for one rolling 24 h limit
+        (wallet.authz.ledger)."""
         return f"{self.prefix}:authz:ledger:{bucket}"
 
     def authz_signature(self, signature_hash: str) -> str:
