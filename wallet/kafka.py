@@ -43,8 +43,24 @@ def topic_name(settings: Settings, logical: str) -> str:
     return f"{settings.kafka_topic_prefix}{logical}"
 
 
-def ensure_topics(settings: Settings, partitions: int = 1, replication: int = 1) -> list[str]:
-    """Create our topics if they are missing; returns the ones it created."""
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """Per-topic settings our topics are created with (only what is set: Tansu, the dev broker,
+    keeps no replicas and takes the broker's defaults)."""
+    configs = {}
+    if settings.kafka_min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.kafka_min_insync_replicas)
+    return configs
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create our topics if they are missing (WALLET_KAFKA_PARTITIONS, _REPLICATION_FACTOR and
+    _MIN_INSYNC_REPLICAS); returns the ones it created.
+
+    An existing topic is left as it is, even with fewer partitions than configured: adding
+    partitions moves keys to other partitions, so one address's new events could overtake its
+    older ones still unread. That is an operator's step (kafka-topics.sh --alter, between
+    consumers draining and resuming), never a side effect of a start.
+    """
     admin = KafkaAdminClient(**client_config(settings))
     try:
         existing = set(admin.list_topics())
@@ -52,7 +68,8 @@ def ensure_topics(settings: Settings, partitions: int = 1, replication: int = 1)
         created = []
         for name in missing:
             try:
-                admin.create_topics([NewTopic(name, partitions, replication)])
+                admin.create_topics([NewTopic(name, settings.kafka_partitions, settings.kafka_replication_factor,
+                                              topic_configs=topic_configs(settings))])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another process won the race

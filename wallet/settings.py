@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     # Small in tests: a group join waits for the rebalance timeout.
     kafka_max_poll_interval_ms: int = 300_000
+    # Topics as `wallet topics create` makes them (existing topics are left as they are).
+    # Partitions: how many command consumers can share `command`, and how far event consumers
+    # scale; every event is keyed (by its address), so one address's events stay in one partition.
+    kafka_partitions: int = Field(default=1, ge=1)
+    # 3 on a production cluster; 1 on a single broker (the dev stack, compose's default).
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    # With acks=all, a write needs this many in-sync replicas (2 of 3: one broker may be down, none
+    # lost). Unset: the broker's default.
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
 
     # The node's JSON-RPC URL. It may carry a provider's API key: it is shown only as
     # scheme://host:port anywhere (events, logs, task results, errors).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -10,7 +9,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
@@ -218,16 +216,14 @@ def _demo(stack: Stack) -> None:
     from wallet.events import TOPIC_ADDRESS_CREATED, TOPIC_COMMAND
 
     request = f"demo-{uuid.uuid4().hex[:8]}"
-    command = {"type": "create_account", "meta": {"demo": True, "request": request}}
+    command = {"type": "create_account", "request_id": request, "meta": {"demo": True}}
     console.print(f"demo: sending on [bold]{TOPIC_COMMAND}[/]: {json.dumps(command)}")
     started = time.monotonic()
-    settings = _settings()
-    _produce(settings, TOPIC_COMMAND, json.dumps(command).encode())
-    event = _first_matching(settings, TOPIC_ADDRESS_CREATED,
-                            lambda e: e.get("meta", {}).get("request") == request, timeout=30)
-    if event is None:
+    reply = _request(_settings(), command, timeout=30)
+    if not reply.events:
         console.print(f"[red]demo: no {TOPIC_ADDRESS_CREATED} event within 30 s[/]")
         raise typer.Exit(1)
+    event = _event_json(reply.events[0])
     console.print(f"demo: read back from [bold]{TOPIC_ADDRESS_CREATED}[/] "
                   f"after {time.monotonic() - started:.2f}s:")
     console.print(JSON.from_data(event))
@@ -254,14 +250,12 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
     w3.provider.make_request(set_balance, [hot, hex(100 * 10**18)])
     artifact = load_artifact("SampleToken")
     deploy_id = f"demo-deploy-{uuid.uuid4().hex[:8]}"
-    _produce(settings, TOPIC_COMMAND, json.dumps(sign_command({
+    # Its reply: `authorization.decided`, then `contract.deploy.submitted` (or held, failed).
+    reply = _request(settings, sign_command({
         "type": "deploy_contract", "abi": artifact["abi"], "bytecode": artifact["bytecode"],
         "args": ["Demo Token", "DEMO", 6, 10**12], "request_id": deploy_id, "meta": {"demo": True}},
-        None, stack.home)).encode())
-    # The request's own events (`authorization.decided` carries its request id too).
-    deployed = _first_matching(settings, TOPIC_TRANSACTION,
-                               lambda e: e["payload"].get("request_id") == deploy_id
-                               and e["type"].startswith("contract.deploy."), timeout=30)
+        None, stack.home), timeout=30)
+    deployed = _event_json(reply.last) if reply.complete and reply.last is not None else None
     if deployed is None or not deployed["payload"].get("tx_hash"):
         console.print("[red]demo: the sample token was not deployed within 30 s[/]")
         if deployed is not None:
@@ -273,10 +267,8 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
     command = {"type": "send_transaction", "to": deposit_address, "amount": "1500000", "asset": token,
                "request_id": send_id, "meta": {"demo": True}}
     console.print(f"demo: sending on [bold]{TOPIC_COMMAND}[/]: {json.dumps(command)}")
-    _produce(settings, TOPIC_COMMAND, json.dumps(sign_command(command, None, stack.home)).encode())
-    sent = _first_matching(settings, TOPIC_TRANSACTION,
-                           lambda e: e["payload"].get("request_id") == send_id
-                           and e["type"].startswith("withdrawal."), timeout=30)
+    reply = _request(settings, sign_command(command, None, stack.home), timeout=30)
+    sent = _event_json(reply.last) if reply.complete and reply.last is not None else None
     if sent is None:
         console.print("[red]demo: no withdrawal event within 30 s[/]")
         raise typer.Exit(1)
@@ -307,10 +299,12 @@ def stack_env(home: HomeOption = DEFAULT_HOME) -> None:
 
 
 def _print_status(stack: Stack) -> None:
-    table = Table("process", "state", "pid", "log")
+    # restarts: how often its supervisor started it again after it exited on its own.
+    table = Table("process", "state", "pid", "restarts", "log")
     for name, alive in stack.status().items():
         table.add_row(name, "[green]running[/]" if alive else "[red]stopped[/]",
-                      str(stack.pid(name) or "-"), str(stack.logs / f"{name}.log"))
+                      str(stack.pid(name) or "-"), str(stack.restarts(name)) if alive else "-",
+                      str(stack.logs / f"{name}.log"))
     console.print(table)
     console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  "
                   f"node {stack.config.node} {escape(public_url(stack.rpc_url))} (chain id {stack.config.chain_id})")
@@ -347,19 +341,15 @@ def account_create(
             _task_failed(exc)
         console.print(JSON.from_data(result))
     elif via == "kafka":
-        request_id = f"cli-{uuid.uuid4()}"
-        # request_id first: a rejection echoes the start of the message, and is matched by it.
-        command = {"type": "create_account", "request_id": request_id, "count": count, "meta": meta_obj}
-        settings = _settings()
-        _produce(settings, "command", json.dumps(command).encode())
-        events, rejection = _await_reply(settings, request_id, count, wait)
-        for event in events:
-            console.print(JSON.from_data(event))
-        if rejection is not None:
-            payload = rejection.get("payload", {})
-            _refused(str(payload.get("code")), str(payload.get("message")), payload.get("details"))
-        if len(events) < count:
-            console.print(f"[red]only {len(events)} of {count} events within {wait}s[/]")
+        command = {"type": "create_account", "request_id": f"cli-{uuid.uuid4()}", "count": count, "meta": meta_obj}
+        # Its `address.created` events, or its `command.rejected` on `errors`, whichever comes.
+        reply = _request(_settings(), command, timeout=wait)
+        for event in reply.events:
+            console.print(JSON.from_data(_event_json(event)))
+        if reply.rejection is not None:
+            _refused(reply.rejection.code, reply.rejection.message, reply.rejection.details)
+        if len(reply.events) < count:
+            console.print(f"[red]only {len(reply.events)} of {count} events within {wait}s[/]")
             raise typer.Exit(1)
     else:
         raise typer.BadParameter("--via is kafka or celery")
@@ -519,84 +509,32 @@ def topic_tail(
         consumer.close()
 
 
-# ---------------------------------------------------------------- kafka helpers
-def _produce(settings: Any, topic: str, value: bytes) -> None:
-    from kafka import KafkaProducer
+# ---------------------------------------------------------------- kafka: through wallet_client
+# The CLI is a producer like any other: it sends commands and reads their replies with the client
+# other services use (wallet_client), configured from this process's settings.
+def _client_config(settings: Any) -> Any:
+    from wallet_client import ClientConfig
 
-    from wallet.kafka import client_config, topic_name
-
-    producer = KafkaProducer(**client_config(settings), acks="all")
-    try:
-        producer.send(topic_name(settings, topic), value=value).get(timeout=15)
-    finally:
-        producer.close()
-
-
-def _read_events(settings: Any, topics: list[str], timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(logical topic, event) for every JSON object event on `topics` from their start, until
-    `timeout` or until the caller stops iterating; anything else on the topics is skipped."""
-    from kafka import KafkaConsumer
-
-    from wallet.kafka import client_config, topic_name
-
-    names = {topic_name(settings, t): t for t in topics}
-    consumer = KafkaConsumer(*names, **client_config(settings), auto_offset_reset="earliest",
-                             enable_auto_commit=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    try:
-                        event = json.loads(record.value)
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict):
-                        yield names[record.topic], event
-    finally:
-        consumer.close()
+    return ClientConfig(
+        kafka_bootstrap=settings.kafka_bootstrap, kafka_topic_prefix=settings.kafka_topic_prefix,
+        kafka_security_protocol=settings.kafka_security_protocol, kafka_sasl_mechanism=settings.kafka_sasl_mechanism,
+        kafka_sasl_username=settings.kafka_sasl_username, kafka_sasl_password=settings.kafka_sasl_password,
+        kafka_ssl_cafile=settings.kafka_ssl_cafile, redis_url=settings.redis_url,
+        celery_broker_url=settings.celery_broker_url, celery_result_backend=settings.celery_result_backend,
+        key_prefix=settings.key_prefix, chain_id=settings.chain_id)
 
 
-def _collect(settings: Any, topic: str, match, count: int, timeout: float) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    if count <= 0:
-        return found
-    with contextlib.closing(_read_events(settings, [topic], timeout)) as events:
-        for _topic, event in events:
-            if match(event):
-                found.append(event)
-                if len(found) >= count:
-                    break
-    return found
+def _request(settings: Any, command: dict[str, Any], timeout: float) -> Any:
+    """Produce `command` on `command` and read its reply (wallet_client.Reply), up to `timeout`."""
+    from wallet_client import KafkaClient
+
+    with KafkaClient(_client_config(settings)) as client:
+        return client.request(command, timeout=timeout)
 
 
-def _await_reply(settings: Any, request_id: str, count: int, timeout: float
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The `address.created` events of a request, or its `command.rejected` on `errors`, whichever
-    comes; the rejection is matched by the request id in its echo of the request."""
-    from wallet.events import EVENT_COMMAND_REJECTED, TOPIC_ADDRESS_CREATED, TOPIC_ERRORS
-
-    found: list[dict[str, Any]] = []
-    if count <= 0:
-        return found, None
-    with contextlib.closing(_read_events(settings, [TOPIC_ADDRESS_CREATED, TOPIC_ERRORS], timeout)) as events:
-        for topic, event in events:
-            payload = event.get("payload")
-            if not isinstance(payload, dict):
-                continue
-            if topic == TOPIC_ADDRESS_CREATED:
-                if payload.get("request_id") == request_id:
-                    found.append(event)
-                    if len(found) >= count:
-                        break
-            elif event.get("type") == EVENT_COMMAND_REJECTED and request_id in json.dumps(payload.get("request")):
-                return found, event
-    return found, None
-
-
-def _first_matching(settings: Any, topic: str, match, timeout: float) -> dict[str, Any] | None:
-    found = _collect(settings, topic, match, 1, timeout)
-    return found[0] if found else None
+def _event_json(event: Any) -> dict[str, Any]:
+    """An event as it is on the topic (without where the client read it)."""
+    return event.model_dump(exclude={"topic", "key"})
 
 
 if __name__ == "__main__":

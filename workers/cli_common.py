@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -40,6 +41,8 @@ def use_dev_stack(home: Path, *, with_master_key: bool = False) -> Stack | None:
     stack = dev_stack(home)
     if stack is None:
         return None
+    if "WALLET_REDIS_URL" not in os.environ:
+        say_which_stack(stack)
     for key, value in stack.client_env().items():
         os.environ.setdefault(key, value)
     if with_master_key:
@@ -50,6 +53,22 @@ def use_dev_stack(home: Path, *, with_master_key: bool = False) -> Stack | None:
         os.environ.pop("WALLET_MASTER_KEY", None)
         os.environ["WALLET_MASTER_KEY_FILE"] = str(stack.master_key_file)
     return stack
+
+
+def say_which_stack(stack: Stack) -> None:
+    """No WALLET_* names a deployment, so this command talks to the dev stack found in its folder:
+    say so on stderr, never silently (it may be a leftover one). The Redis password is not shown."""
+    running = any(stack.status().values())
+    typer.echo(f"using the dev stack in {stack.home} ({'running' if running else 'not running'}): "
+               f"redis {_without_password(stack.redis_url)}, kafka {stack.kafka_bootstrap}, "
+               f"chain id {stack.config.chain_id}; set WALLET_REDIS_URL (and the other WALLET_* settings) "
+               "for another deployment", err=True)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, "", ""))
 
 
 def _is_stack_key(stack: Stack) -> bool:

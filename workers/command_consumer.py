@@ -4,6 +4,11 @@ Reads `command`, validates each message, and either enqueues the Celery task or 
 `command.rejected` event on `errors`. Offsets are committed only after every message of a poll was
 handed on, so a crash re-reads rather than loses; the request id derived from the message's
 position makes the re-read harmless.
+
+Several consumers share `command` as one consumer group (WALLET_KAFKA_COMMAND_GROUP): each
+partition is read by one of them at a time, in order. When partitions move (a consumer starts or
+stops), a commit of the poll in hand can fail: its commands are then read again by the partition's
+new owner, which is harmless for the same reason.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import signal
 import threading
 import time
 
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 from tasks.deps import wiring
 from wallet.commands import COMMANDS, meta_of, parse_command
@@ -61,10 +67,20 @@ def handle(record: ConsumerRecord, settings: Settings) -> str:
     return "enqueued"
 
 
+class _Assignment(ConsumerRebalanceListener):
+    """Logs which partitions this consumer reads: operators (and tests) see the group share them."""
+
+    def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            log.info("command partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("command partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+
 def consume(settings: Settings, stop: threading.Event) -> None:
     ensure_topics(settings)
     consumer = KafkaConsumer(
-        topic_name(settings, TOPIC_COMMAND),
         **client_config(settings),
         group_id=settings.kafka_command_group,
         enable_auto_commit=False,
@@ -75,6 +91,7 @@ def consume(settings: Settings, stop: threading.Event) -> None:
         # Oversized commands must reach us to be rejected, not stall the partition.
         max_partition_fetch_bytes=max(1 << 20, settings.max_command_bytes * 4),
     )
+    consumer.subscribe([topic_name(settings, TOPIC_COMMAND)], listener=_Assignment())
     log.info("consuming %s as group %s", topic_name(settings, TOPIC_COMMAND), settings.kafka_command_group)
     try:
         while not stop.is_set():
@@ -84,7 +101,13 @@ def consume(settings: Settings, stop: threading.Event) -> None:
             for records in batch.values():
                 for record in records:
                     _handle_until_done(record, settings, stop)
-            consumer.commit()
+            try:
+                consumer.commit()
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # Partitions moved meanwhile: their new owner reads these commands again (same
+                # request ids, so each is done once).
+                log.info("offsets not committed (the group is rebalancing: %s); they are read again",
+                         type(exc).__name__)
     finally:
         consumer.close()
 
