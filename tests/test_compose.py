@@ -23,12 +23,14 @@ import pytest
 import yaml
 
 from wallet.settings import Settings
+from workers.devstack import Stack, StackConfig
+from workers.topology import APP_PROCESSES, CELERY_APP, KEY_HOLDERS, WORKER_QUEUES, AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-APP_SERVICES = {"topics-init", "worker-keys", "worker", "bridge", "beat", "command-consumer", "flower"}
-INFRA_SERVICES = {"redis", "kafka", "anvil"}
+APP_SERVICES = {"topics-init", "worker-keys", "worker", "bridge", "beat", "command-consumer", "flower", "metrics"}
+INFRA_SERVICES = {"redis", "kafka", "anvil", "prometheus", "grafana"}
 # Everything that runs until stopped; topics-init is the one-shot.
 LONG_RUNNING = (APP_SERVICES - {"topics-init"}) | INFRA_SERVICES
 KEY_HOLDER = "worker-keys"
@@ -47,7 +49,8 @@ SETTINGS_FILE = ".env"
 CONNECTION_SETTINGS = {"WALLET_REDIS_URL", "WALLET_KAFKA_BOOTSTRAP", "WALLET_ETH_RPC_URL", "WALLET_CHAIN_ID",
                        "WALLET_KEY_PREFIX", "WALLET_KAFKA_TOPIC_PREFIX", "WALLET_MASTER_KEY_FILE"}
 # What an operator's .env gives for the variables compose refuses to start without.
-REQUIRED_SAMPLES = {"REDIS_PASSWORD": "sample-redis-password", "FLOWER_BASIC_AUTH": "ops:sample-flower-password"}
+REQUIRED_SAMPLES = {"REDIS_PASSWORD": "sample-redis-password", "FLOWER_BASIC_AUTH": "ops:sample-flower-password",
+                    "GRAFANA_ADMIN_PASSWORD": "sample-grafana-password"}
 REDIS_URL = "redis://:sample-redis-password@redis:6379/0"
 
 # $$ | ${NAME} | ${NAME:-default} | ${NAME-default} | ${NAME:?err} | ${NAME?err} | ${NAME:+alt} | $NAME
@@ -406,6 +409,72 @@ def test_single_beat(services):
     beats = [name for name, svc in services.items() if command_of(svc)[3:4] == ["beat"]]
     assert beats == ["beat"], f"exactly one beat, got {beats} (each would enqueue every periodic task)"
     assert not any(a == "-B" or a == "--beat" for svc in services.values() for a in command_of(svc))
+
+
+# --- the topology (workers/topology.py): the dev stack's processes and these services agree ----
+
+
+def _expected_start(process: AppProcess) -> list[str]:
+    match process.kind:
+        case "celery-worker":
+            return ["celery", "-A", CELERY_APP, "worker"]
+        case "celery-beat":
+            return ["celery", "-A", CELERY_APP, "beat"]
+        case "celery-flower":
+            return ["celery", "-A", CELERY_APP, "flower"]
+    return ["python", "-m", str(process.module)]
+
+
+def test_every_long_running_app_service_is_in_the_topology(services):
+    in_compose = {p.name for p in APP_PROCESSES if p.in_compose}
+    assert in_compose == LONG_RUNNING - INFRA_SERVICES, (
+        "compose's app services and workers/topology.py differ: "
+        f"only in compose {sorted(LONG_RUNNING - INFRA_SERVICES - in_compose)}, "
+        f"only in the topology {sorted(in_compose - LONG_RUNNING)}")
+
+
+@pytest.mark.parametrize("process", [p for p in APP_PROCESSES if p.in_compose], ids=lambda p: p.name)
+def test_app_service_matches_the_topology(services, process: AppProcess):
+    svc = services[process.name]
+    argv = command_of(svc)
+    assert argv[:len(_expected_start(process))] == _expected_start(process), f"{process.name}: {argv}"
+    if process.kind == "celery-worker":
+        assert celery_queues(argv) == set(process.queues), f"{process.name}: queues"
+        assert (option_value(argv, "--pool", "-P") or "prefork") == process.pool, f"{process.name}: pool"
+        concurrency = option_value(argv, "-c", "--concurrency")
+        assert concurrency == str(process.concurrency), f"{process.name}: -c {concurrency}, topology {process.concurrency}"
+    else:
+        assert celery_queues(argv) is None
+    # Restarted as the dev stack's supervisor restarts it.
+    assert svc.get("restart") == process.restart, f"{process.name}: restart {svc.get('restart')!r}"
+    # The master key (its file and the secret) reaches exactly the processes that hold it.
+    has_secret = MASTER_KEY_SECRET in _service_secret_names(svc)
+    has_key_file = "WALLET_MASTER_KEY_FILE" in env_of(svc)
+    assert has_secret == has_key_file == process.holds_master_key, f"{process.name}: master key"
+    if process.single:
+        # Scaled up, it would run twice (two beats enqueue every periodic task twice).
+        replicas = (svc.get("deploy") or {}).get("replicas", 1)
+        assert replicas == 1 and "scale" not in svc, f"{process.name} must run exactly once"
+
+
+def test_the_topology_consumes_every_queue_and_keeps_keys_with_the_key_holder():
+    assert WORKER_QUEUES == REQUIRED_QUEUES
+    assert {KEY_HOLDER} == KEY_HOLDERS
+    for process in APP_PROCESSES:
+        assert (KEY_QUEUE in process.queues) == process.holds_master_key, process.name
+
+
+def test_the_dev_stack_runs_the_topology(tmp_path):
+    """The dev stack's argv and its master-key decision come from the same data."""
+    stack = Stack(tmp_path, StackConfig.fresh(prefer_defaults=False))
+    for process in APP_PROCESSES:
+        argv = stack.argv(process.name)
+        if process.kind == "celery-worker":
+            assert celery_queues(["celery", *argv[3:]]) == set(process.queues), process.name
+            assert option_value(argv, "-c") == str(process.concurrency), process.name
+            assert (option_value(argv, "--pool", "-P") or "prefork") == process.pool, process.name
+        has_key = "WALLET_MASTER_KEY_FILE" in stack._process_env(process.name)
+        assert has_key == process.holds_master_key, process.name
 
 
 # --- exposure -------------------------------------------------------------------------------

@@ -64,3 +64,21 @@ def test_alerts_named_by_the_dashboard_exist_and_provisioning_points_at_it() -> 
     dashboard = json.loads(DASHBOARD.read_text())
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
     assert uids == {datasource["uid"]}
+
+
+def test_compose_provisions_prometheus_and_grafana_with_these_files() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    mounts = {name: {v.split(":")[0]: v.split(":")[1] for v in compose[name]["volumes"] if v.startswith("./")}
+              for name in ("prometheus", "grafana")}
+    assert mounts["grafana"] == {"./deploy/grafana/provisioning": "/etc/grafana/provisioning",
+                                 "./deploy/grafana/dashboards": "/var/lib/grafana/dashboards"}
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "wallet.yml").read_text())["providers"][0]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasource = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    config_file = next(host for host, inside in mounts["prometheus"].items()
+                       if inside == "/etc/prometheus/prometheus.yml")
+    config = yaml.safe_load((REPO_ROOT / config_file).read_text())
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["metrics:9808"]
+    assert "9808" in compose["metrics"]["command"]
+    assert mounts["prometheus"]["./deploy/prometheus/alerts.yml"] in config["rule_files"]

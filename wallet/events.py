@@ -55,6 +55,9 @@ EVENT_POLICY_CHANGED = "policy.changed"
 EVENT_CONTRACT_CALL_RESULT = "contract.call_result"
 EVENT_BALANCE_READ = "balance.read"
 
+# Operations: a supervised process of the dev stack exited on its own and was started again.
+EVENT_PROCESS_RESTARTED = "process.restarted"
+
 # Fixed namespace: the same fact always gets the same event_id, on any host, after any retry.
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a9e-3b0d-4c55-9a43-2f1e8d7b5c10")
 
@@ -277,6 +280,18 @@ class BalanceRead(_Payload):
     balance: str  # base units, as a string
 
 
+class ProcessRestarted(_Payload):
+    process: str  # the process's name (worker-keys, bridge, redis, ...)
+    host: str
+    restart: int  # how many times its supervisor restarted it so far (1: the first restart)
+    exit_code: int | None  # None when a signal ended it
+    signal: str | None  # SIGKILL, SIGSEGV, ...
+    ran_seconds: float  # how long the process that exited had run
+    exited_at: str
+    restarted_at: str
+    backoff_seconds: float  # the wait between the two
+
+
 # --------------------------------------------------------------------------------- catalogue
 
 @dataclass(frozen=True)
@@ -326,6 +341,8 @@ def _catalogue() -> dict[str, EventType]:
                   "the answer to `call_contract` sent on Kafka"),
         EventType(EVENT_BALANCE_READ, TOPIC_TRANSACTION, BalanceRead, "the address (lower-case)",
                   "the answer to `get_balance` sent on Kafka"),
+        EventType(EVENT_PROCESS_RESTARTED, TOPIC_ERRORS, ProcessRestarted, "`process:<name>`",
+                  "a process exited on its own and its supervisor started it again"),
     ]
     return {item.type: item for item in items}
 
@@ -368,3 +385,10 @@ def chain_notice_event(chain_id: int, event_type: str, identity: tuple[str | int
                        payload: dict[str, Any]) -> OutgoingEvent:
     """An event about the chain or the node on `errors`, keyed `chain:<id>` so they stay in order."""
     return new_event(chain_id, event_type, identity, payload, key=f"chain:{chain_id}")
+
+
+def process_restarted_event(chain_id: int, run_id: str, payload: ProcessRestarted) -> OutgoingEvent:
+    """One restart of one supervised process; `run_id` names the supervisor's run, so a restart
+    written twice (the reply lost, written again) keeps its event_id."""
+    return new_event(chain_id, EVENT_PROCESS_RESTARTED, (payload.process, run_id, payload.restart), payload,
+                     key=f"process:{payload.process}")

@@ -46,7 +46,10 @@ SCAN_TRANSACTIONS = "wallet_scan_transactions_total"
 DEPOSITS = "wallet_deposits_total"
 RELAYED = "wallet_relay_events_total"
 PRODUCE_ERRORS = "wallet_kafka_produce_errors_total"
+RELAY_REFUSED = "wallet_relay_refused_total"
 EVENTS = "wallet_events_total"
+# Written by the dev stack's supervisor (workers/supervise.py), not by a worker's recorder.
+PROCESS_RESTARTS = "wallet_process_restarts_total"
 CHAIN_HEAD = "wallet_chain_head_block"
 
 COUNTER_HELP: dict[str, str] = {
@@ -56,6 +59,8 @@ COUNTER_HELP: dict[str, str] = {
     DEPOSITS: "Deposits by kind (eth, erc20, internal) and state reached (seen, confirmed, reverted)",
     RELAYED: "Outbox events the broker acknowledged, by topic",
     PRODUCE_ERRORS: "Produce batches the broker did not fully acknowledge (the rest stays in the outbox)",
+    RELAY_REFUSED: "Relay runs that forwarded nothing because Redis cannot guarantee the outbox is on disk, by code",
+    PROCESS_RESTARTS: "Times a supervised process exited on its own and was started again, by process",
     EVENTS: "Events written to the outbox, by type (in the same MULTI/EXEC as the state they describe; "
             "deposit.seen and deposit.reverted are counted by wallet_deposits_total)",
 }

@@ -30,16 +30,23 @@ from pathlib import Path
 
 import redis
 
+from workers import topology
+from workers.supervise import SupervisionState
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 # Preferred ports; any that is taken is replaced by a free one, so the stack never fights the
 # machine's own Redis (6379) or another stack.
-DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "node": 18545, "flower": 15555, "metrics": 19808}
+DEFAULT_PORTS = {"redis": 16379, "kafka": 19092, "node": 18545, "flower": 15555, "metrics": 19808,
+                 "rabbitmq": 15673, "prometheus": 19090}
 
 # "node" is the Ethereum node process, of the kind StackConfig.node names (none for "external").
-INFRA = ("redis", "kafka", "node")
-APP = ("worker-keys", "worker", "bridge", "beat", "command-consumer", "flower", "metrics")
+# "rabbitmq" runs only when StackConfig.broker chooses it as the Celery broker.
+# "prometheus" scrapes the stack's exporter (workers/prometheus.py): the operator's graphs.
+INFRA = ("redis", "rabbitmq", "kafka", "node", "prometheus")
+# The app processes, their queues, pools and concurrency: workers/topology.py.
+APP = topology.APP_NAMES
 ALL = INFRA + APP
 
 
@@ -47,6 +54,8 @@ ALL = INFRA + APP
 NODE_KINDS = ("anvil", "ganache", "hardhat")
 EXTERNAL = "external"
 DEFAULT_CHAIN_ID = 31337
+# The Celery brokers the stack can run: Redis (the state's own server) or a RabbitMQ node of its own.
+BROKERS = ("redis", "rabbitmq")
 
 # Anvil's first default account: the local nodes all fund it (its key is public knowledge, test
 # chains only), so tests and demos pay from the same account on every node kind.
@@ -113,26 +122,26 @@ def _npm_script(*parts: str) -> Path:
 
 
 # ---- one function per node kind: its command line, listening on loopback only, instamine
-def anvil_argv(port: int, chain_id: int) -> list[str]:
-    return [str(anvil_binary()), "--port", str(port), "--host", "127.0.0.1", "--chain-id", str(chain_id)]
+def anvil_argv(port: int, chain_id: int, host: str = "127.0.0.1") -> list[str]:
+    return [str(anvil_binary()), "--port", str(port), "--host", host, "--chain-id", str(chain_id)]
 
 
-def ganache_argv(port: int, chain_id: int) -> list[str]:
+def ganache_argv(port: int, chain_id: int, host: str = "127.0.0.1") -> list[str]:
     # The funder's key in argv is the public dev key, nothing secret.
     return [node_js_binary(), str(_npm_script("ganache", "dist", "node", "cli.js")),
             "--wallet.accounts", f"{DEV_FUNDER_KEY},{hex(DEV_FUNDER_BALANCE_WEI)}",
-            "--chain.chainId", str(chain_id), "--server.host", "127.0.0.1", "--server.port", str(port),
+            "--chain.chainId", str(chain_id), "--server.host", host, "--server.port", str(port),
             "--logging.quiet"]
 
 
-def hardhat_argv(port: int, chain_id: int) -> list[str]:
+def hardhat_argv(port: int, chain_id: int, host: str = "127.0.0.1") -> list[str]:
     # The chain id reaches hardhat.config.js as HARDHAT_CHAIN_ID (node_env). Hardhat must be run
     # from where it resolves its own local install: the repository (the stack's cwd).
     return [node_js_binary(), str(_npm_script("hardhat", "internal", "cli", "bootstrap.js")), "node",
-            "--config", str(HARDHAT_CONFIG), "--hostname", "127.0.0.1", "--port", str(port)]
+            "--config", str(HARDHAT_CONFIG), "--hostname", host, "--port", str(port)]
 
 
-NODE_ARGV: dict[str, Callable[[int, int], list[str]]] = {
+NODE_ARGV: dict[str, Callable[..., list[str]]] = {
     "anvil": anvil_argv, "ganache": ganache_argv, "hardhat": hardhat_argv,
 }
 
@@ -237,9 +246,17 @@ class StackConfig:
     # and where each came from; on top of `extra_env`.
     user_env: dict[str, str] = field(default_factory=dict)
     user_env_sources: dict[str, str] = field(default_factory=dict)
+    # The address Redis, Tansu, the node, Flower and the exporter listen on and every URL names:
+    # loopback, or a host's address when the processes run on several (network namespaces, chaos/).
+    bind_host: str = "127.0.0.1"
+    # The Celery broker (one of BROKERS); Redis holds the state and the results either way.
+    broker: str = "redis"
+    rabbitmq_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     def __post_init__(self) -> None:
         self.check_node()
+        if self.broker not in BROKERS:
+            raise StackError(f"unknown broker {self.broker!r}: one of {', '.join(BROKERS)}")
 
     def check_node(self) -> None:
         if self.node not in (*NODE_KINDS, EXTERNAL):
@@ -263,6 +280,8 @@ class Stack:
         self.config = config
         self.logs = home / "logs"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # Restarts of each process when we last waited for it to be ready (`wait_restarted`).
+        self._restarts_seen: dict[str, int] = {}
         # Where each log stood when this object started its process: readiness reads only after it.
         self._log_offsets: dict[str, int] = {}
 
@@ -290,23 +309,47 @@ class Stack:
     # ---- addresses and environment
     @property
     def redis_url(self) -> str:
-        return f"redis://:{self.config.redis_password}@127.0.0.1:{self.config.ports['redis']}/0"
+        return f"redis://:{self.config.redis_password}@{self.config.bind_host}:{self.config.ports['redis']}/0"
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.config.ports['kafka']}"
+        return f"{self.config.bind_host}:{self.config.ports['kafka']}"
 
     @property
     def rpc_url(self) -> str:
         if self.config.node == EXTERNAL:
             assert self.config.rpc_url
             return self.config.rpc_url
-        return f"http://127.0.0.1:{self.config.ports['node']}"
+        return f"http://{self.config.bind_host}:{self.config.ports['node']}"
 
     @property
     def processes(self) -> tuple[str, ...]:
-        """The processes this stack runs: all of ALL, except the node when it is an outside one."""
-        return tuple(n for n in ALL if not (n == "node" and self.config.node == EXTERNAL))
+        """The processes this stack runs: all of ALL, except the node when it is an outside one
+        and RabbitMQ when it is not the broker."""
+        return tuple(n for n in ALL if not (n == "node" and self.config.node == EXTERNAL)
+                     and not (n == "rabbitmq" and self.config.broker != "rabbitmq"))
+
+    @property
+    def broker_url(self) -> str:
+        if self.config.broker == "rabbitmq":
+            from workers import rabbitmq
+
+            port = self.config.ports.setdefault("rabbitmq", free_port())  # a stack.json from before
+            return rabbitmq.broker_url(self.config.bind_host, port, self.config.rabbitmq_password)
+        return self.redis_url
+
+    @property
+    def rabbitmq_dir(self) -> Path:
+        return self.home / "rabbitmq"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Its config (written at each start) and its time series."""
+        return self.home / "prometheus"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.config.bind_host}:{self.config.ports.get('prometheus', DEFAULT_PORTS['prometheus'])}"
 
     def use_node(self, kind: str, rpc_url: str | None = None) -> None:
         """Choose the node for the next start: one of NODE_KINDS, or EXTERNAL with its URL."""
@@ -318,7 +361,7 @@ class Stack:
 
     @property
     def flower_url(self) -> str:
-        return f"http://127.0.0.1:{self.config.ports['flower']}"
+        return f"http://{self.config.bind_host}:{self.config.ports['flower']}"
 
     @property
     def master_key_file(self) -> Path:
@@ -337,6 +380,7 @@ class Stack:
         """The stack's own settings: its Redis, Kafka, node, chain id and key prefix."""
         return {
             "WALLET_REDIS_URL": self.redis_url,
+            "WALLET_CELERY_BROKER_URL": self.broker_url,
             "WALLET_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "WALLET_ETH_RPC_URL": self.rpc_url,
             "WALLET_CHAIN_ID": str(self.config.chain_id),
@@ -375,7 +419,7 @@ class Stack:
         env.update(self.client_env())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        if name == "worker-keys":
+        if name in topology.KEY_HOLDERS:
             # Only the key-holding worker learns where the master key is.
             env["WALLET_MASTER_KEY_FILE"] = str(self.master_key_file)
         if name == "node":
@@ -403,31 +447,45 @@ class Stack:
                 conf = self.redis_dir / "redis.conf"
                 conf.write_text(f"requirepass {self.config.redis_password}\n")
                 conf.chmod(0o600)
-                return [redis_binary(), str(conf), "--port", str(p["redis"]), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "yes", "--dir", str(self.redis_dir),
+                return [redis_binary(), str(conf), "--port", str(p["redis"]), "--bind", self.config.bind_host,
+                        # Every write fsynced before Redis answers: the relay forwards nothing a
+                        # host crash could take back (wallet/durability.py).
+                        "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                        "--dir", str(self.redis_dir),
                         "--protected-mode", "no"]
+            case "rabbitmq":
+                from workers import rabbitmq
+
+                # The password goes in the node's owner-only config file, never in argv.
+                rabbitmq.write_config(self.rabbitmq_dir, self.config.rabbitmq_password)
+                port = p.setdefault("rabbitmq", free_port())  # a stack.json from before it has none
+                return [PYTHON, "-m", "workers.rabbitmq", str(self.rabbitmq_dir), str(port),
+                        self.config.bind_host]
+            case "prometheus":
+                from workers import prometheus
+
+                # A stack.json from before Prometheus has no port for it yet.
+                port, metrics_port = p.setdefault("prometheus", free_port()), p.setdefault("metrics", free_port())
+                return prometheus.argv(self.prometheus_dir, self.config.bind_host, port, metrics_port,
+                                       self.settings_env().get("WALLET_METRICS_BASIC_AUTH"))
             case "kafka":
-                url = f"tcp://127.0.0.1:{p['kafka']}"
+                url = f"tcp://{self.config.bind_host}:{p['kafka']}"
                 return [str(tansu_binary()), "broker", "--listener-url", url,
                         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
             case "node":
                 if self.config.node == EXTERNAL:
                     raise StackError("an external node is not started by the stack")
-                argv = NODE_ARGV[self.config.node](p["node"], self.config.chain_id)
+                argv = NODE_ARGV[self.config.node](p["node"], self.config.chain_id, self.config.bind_host)
                 if self.config.node == "anvil" and self.config.save_chain:
                     # Loads the chain saved by the last run, if any; saves it on exit (SIGTERM).
                     self.chain_state_file.parent.mkdir(parents=True, exist_ok=True)
                     argv += ["--state", str(self.chain_state_file)]
                 return argv
-            case "worker-keys":
-                return [*celery, "worker", "-Q", "keys", "-c", "1", "-n", f"keys-{p['redis']}@%h",
+            case "worker-keys" | "worker" | "bridge":
+                # Queues, pool and concurrency from the topology; the node name is this stack's.
+                short = name.removeprefix("worker-")
+                return [*celery, *topology.BY_NAME[name].celery_args(), "-n", f"{short}-{p['redis']}@%h",
                         "--loglevel", "INFO"]
-            case "worker":
-                return [*celery, "worker", "-Q", "celery,blocks", "-c", "2", "-n", f"worker-{p['redis']}@%h",
-                        "--loglevel", "INFO"]
-            case "bridge":
-                return [*celery, "worker", "-Q", "bridge,scheduler", "--pool", "threads", "-c", "3",
-                        "-n", f"bridge-{p['redis']}@%h", "--loglevel", "INFO"]
             case "beat":
                 return [*celery, "beat", "--loglevel", "INFO",
                         "--schedule", str(self.home / "celerybeat-schedule")]
@@ -436,9 +494,9 @@ class Stack:
             case "metrics":
                 # The Prometheus exporter (a stack.json from before it has no port for it yet).
                 port = p.setdefault("metrics", free_port())
-                return [PYTHON, "-m", "workers.metrics", "--host", "127.0.0.1", "--port", str(port)]
+                return [PYTHON, "-m", "workers.metrics", "--host", self.config.bind_host, "--port", str(port)]
             case "flower":
-                return [*celery, "flower", "--address=127.0.0.1", f"--port={p['flower']}",
+                return [*celery, "flower", f"--address={self.config.bind_host}", f"--port={p['flower']}",
                         f"--basic-auth={self.config.flower_user}:{self.config.flower_password}"]
         raise StackError(f"unknown service {name}")
 
@@ -449,12 +507,22 @@ class Stack:
                     return bool(redis.Redis.from_url(self.redis_url, socket_timeout=1).ping())
                 except redis.RedisError:
                     return False
+            case "rabbitmq":
+                from workers import rabbitmq
+
+                # Ready when our user can log in over AMQP (the node boots for several seconds).
+                return rabbitmq.answers(self.config.bind_host, self.config.ports["rabbitmq"],
+                                        self.config.rabbitmq_password)
+            case "prometheus":
+                from workers import prometheus
+
+                return prometheus.ready(self.config.bind_host, self.config.ports["prometheus"])
             case "node":
                 # Ready when it answers JSON-RPC, not merely when its port is open.
                 return rpc_chain_id(self.rpc_url, timeout=1) is not None
             case "kafka" | "flower":
                 try:
-                    socket.create_connection(("127.0.0.1", self.config.ports[name]), timeout=1).close()
+                    socket.create_connection((self.config.bind_host, self.config.ports[name]), timeout=1).close()
                     return True
                 except OSError:
                     return False
@@ -495,6 +563,8 @@ class Stack:
                 or Redis's state is not from the chain the node serves.
         """
         names = list(names)
+        if self.config.broker != "rabbitmq" and "rabbitmq" in names:
+            names.remove("rabbitmq")
         if self.config.node == EXTERNAL and "node" in names:
             names.remove("node")
             self._read_external_chain_id()
@@ -523,16 +593,27 @@ class Stack:
 
     def _spawn(self, name: str) -> None:
         if self.alive(name):
+            state = self.supervision(name)
+            self._restarts_seen[name] = state.restarts if state is not None else 0
             return
+        self._restarts_seen[name] = 0
         path = self.logs / f"{name}.log"
         log = open(path, "ab")  # noqa: SIM115 - the child owns it
         started = datetime.now(UTC).isoformat(timespec="seconds")
         log.write(f"==== {name} started {started} ====\n".encode())
         log.flush()
         self._log_offsets[name] = log.tell()
+        state_file = self.supervision_file(name)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.unlink(missing_ok=True)  # an earlier run's, which must not count as this one's
+        after = topology.after_restart(name)
+        # The supervisor leads the process group: stopping or killing the group ends both; a
+        # child that exits on its own is started again (workers/supervise.py).
+        supervised = [PYTHON, "-m", "workers.supervise", "--name", name, "--state", str(state_file),
+                      *(["--after-restart", *after] if after else []), "--", *self.argv(name)]
         try:
             proc = subprocess.Popen(
-                self.argv(name), cwd=REPO_ROOT, env=self._process_env(name), stdout=log,
+                supervised, cwd=REPO_ROOT, env=self._process_env(name), stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
@@ -562,6 +643,10 @@ class Stack:
             if self.ready(name):
                 return
             if not self.alive(name):
+                raise StackError(self._not_started(name, "exited while starting"))
+            if self._child_exited(name):
+                # Its supervisor would start it again and again: a start stops at the first exit.
+                self.stop(name, timeout=5)
                 raise StackError(self._not_started(name, "exited while starting"))
             time.sleep(0.1)
         raise StackError(self._not_started(name, f"not ready after {timeout:.0f}s"))
@@ -629,8 +714,63 @@ class Stack:
             self.save()
 
     def kill(self, name: str) -> None:
-        """SIGKILL the whole process group: the crash a fault test needs."""
+        """SIGKILL the whole process group, its supervisor included: stopped until `start`."""
         self.stop(name, timeout=5, sig=signal.SIGKILL)
+
+    # ---- supervision (workers/supervise.py): each process is restarted when it exits on its own
+    def supervision_file(self, name: str) -> Path:
+        return self.home / "supervise" / f"{name}.json"
+
+    def supervision(self, name: str) -> SupervisionState | None:
+        """What `name`'s supervisor last wrote: its child's pid, restarts, the last exit."""
+        return SupervisionState.read(self.supervision_file(name))
+
+    def restarts(self, name: str) -> int:
+        """How many times `name` was restarted since this stack started it (0 when not running)."""
+        state = self.supervision(name)
+        return state.restarts if state is not None and self.alive(name) else 0
+
+    def crash(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Kill `name`'s process alone, not its supervisor: the crash its supervisor recovers
+        from. Returns the restart count before it, for `wait_restarted`.
+
+        Raises:
+            StackError: `name` is not running under a supervisor (or is between restarts).
+        """
+        state = self.supervision(name)
+        if state is None or state.child_pid is None or not self.alive(name):
+            raise StackError(f"{name} has no running process to crash")
+        os.kill(state.child_pid, sig)
+        return state.restarts
+
+    def wait_restarted(self, name: str, after: int, timeout: float = 90.0) -> None:
+        """Wait until `name` was restarted more than `after` times and its new process is ready
+        (readiness read from where the new process's output starts in the log).
+
+        Raises:
+            StackError: not restarted and ready in time, or its supervisor is gone.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.supervision(name)
+            if state is not None and state.restarts > after and state.state == "running":
+                break
+            if not self.alive(name):
+                raise StackError(f"{name}'s supervisor is gone: it will not be restarted")
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} was not restarted within {timeout:.0f}s")
+            time.sleep(0.1)
+        self._log_offsets[name] = state.log_offset
+        self._restarts_seen[name] = state.restarts
+        self.wait_ready(name, max(1.0, deadline - time.monotonic()))
+
+    def _child_exited(self, name: str) -> bool:
+        """Whether the process we wait for (restart number `_restarts_seen`) has exited."""
+        state = self.supervision(name)
+        if state is None:
+            return False
+        seen = self._restarts_seen.get(name, state.restarts)
+        return state.restarts > seen or (state.restarts == seen and state.state in ("backoff", "stopped"))
 
     def down(self) -> None:
         # App first, so nothing logs connection errors for the infrastructure going away; then the
@@ -668,6 +808,8 @@ class Stack:
         memory; the master key, ports and passwords stay). Returns whether there was anything."""
         had = self.has_saved_state()
         shutil.rmtree(self.redis_dir, ignore_errors=True)
+        shutil.rmtree(self.rabbitmq_dir, ignore_errors=True)  # its queues: the Celery messages
+        shutil.rmtree(self.prometheus_dir / "data", ignore_errors=True)  # graphs of the last run
         self.chain_state_file.unlink(missing_ok=True)
         for name in REDIS_BOUND_FILES:
             (self.home / name).unlink(missing_ok=True)
