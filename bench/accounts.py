@@ -6,18 +6,32 @@ Kafka. Baselines in a tight loop in this process: the HD derivation the key work
 (one BIP-32 step from the cached account node, plus the address), random key generation (coincurve
 + keccak) and eth-account's Account.create() for reference. Machines here are noisy: compare the
 ratio.
+
+Durability: the same system measurement with Redis at `appendfsync everysec` and at `always` (the
+default), switched by CONFIG SET on the same server and alternated (ABBA) FSYNC_ROUNDS times, with the
+key worker and bridge restarted with WALLET_REDIS_DURABILITY=none so that the fsync is the only
+difference: `fsync.*.ratio_always_vs_everysec` is the cost of "nothing leaves before it is
+durable". BENCH_ACCOUNTS_SCALE (default 1) scales the number of tasks for a quick run;
+BENCH_FSYNC_ROUNDS (default 4, 0 skips).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
 import uuid
+
+import redis
 
 from bench.common import EventCounter, bench_stack, save_results
 from workers.devstack import Stack
 
 RAW_KEYS = 5_000
-BATCHES = [(1, 500), (100, 50)]  # (addresses per task, tasks)
+SCALE = float(os.environ.get("BENCH_ACCOUNTS_SCALE", "1"))
+# (addresses per task, tasks)
+BATCHES = [(1, max(1, round(500 * SCALE))), (100, max(1, round(50 * SCALE)))]
+FSYNC_ROUNDS = int(os.environ.get("BENCH_FSYNC_ROUNDS", "4"))
 
 
 def raw_rates() -> dict[str, float]:
@@ -68,7 +82,38 @@ def main() -> None:
             rate["ratio_vs_raw_hd_derivation"] = rate["addresses_per_s"] / raw["hd_derivations_per_s"]
             rate["ratio_vs_raw_keygen"] = rate["addresses_per_s"] / raw["coincurve_keys_per_s"]
             results["system"][f"{per_task}_per_task"] = rate
+        if FSYNC_ROUNDS:
+            results["fsync"] = fsync_cost(stack)
         save_results("accounts", results)
+
+
+def fsync_cost(stack: Stack) -> dict[str, dict[str, object]]:
+    """Addresses per second with appendfsync everysec against always, alternated in this run."""
+    # The gate off in the processes that have one, so a server at everysec is not refused.
+    stack.stop_all(["worker-keys", "bridge"])
+    stack.config.extra_env["WALLET_REDIS_DURABILITY"] = "none"
+    stack.start(["worker-keys", "bridge"])
+    client = redis.Redis.from_url(stack.redis_url)
+    out: dict[str, dict[str, object]] = {}
+    try:
+        for per_task, tasks in BATCHES:
+            runs: dict[str, list[float]] = {"everysec": [], "always": []}
+            for round_ in range(FSYNC_ROUNDS):
+                # ABBA order: a load that drifts during the run weighs on both policies alike.
+                for policy in ("everysec", "always") if round_ % 2 == 0 else ("always", "everysec"):
+                    client.config_set("appendfsync", policy)
+                    runs[policy].append(system_rate(stack, per_task, tasks)["addresses_per_s"])
+            pairs = [a / e for a, e in zip(runs["always"], runs["everysec"], strict=True)]
+            out[f"{per_task}_per_task"] = {
+                "addresses": per_task * tasks, "everysec_per_s": runs["everysec"], "always_per_s": runs["always"],
+                # The median of each round's pair: one disturbed measurement does not decide it.
+                "ratio_always_vs_everysec": statistics.median(pairs), "round_ratios": pairs,
+            }
+    finally:
+        client.config_set("appendfsync", "always")
+        client.close()
+        stack.config.extra_env.pop("WALLET_REDIS_DURABILITY", None)
+    return out
 
 if __name__ == "__main__":
     main()

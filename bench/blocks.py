@@ -18,10 +18,14 @@ One run, one stack (real Redis, Tansu, Anvil, Celery worker `-c 2`, bridge, beat
    them (bench/provider.py).
 9. Pinned: PINNED_BLOCKS blocks with the node on core 0 and everything else (Redis, Kafka, our
    processes, the raw client) on core 1, so the ratio shows our own cost, not the node's.
+10. Durability: FSYNC_BLOCKS blocks scanned by two fresh deployments, Redis at `appendfsync
+   everysec` then `always` (CONFIG SET on the same server), the relay's gate off for both
+   (WALLET_REDIS_DURABILITY=none) so only the fsync differs: the cost of "nothing leaves before
+   it is durable", as a ratio measured in this run.
 
 Env overrides for quick runs: BENCH_BLOCKS, BENCH_TXS, BENCH_WATCHED, BENCH_LATENCY_SAMPLES,
-BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_PROVIDER_BLOCKS, BENCH_PINNED_BLOCKS (0 skips
-each), BENCH_SEED; BENCH_WALLET_X=v sets WALLET_X=v for the
+BENCH_TRACED_BLOCKS (0 skips the traced run), BENCH_PROVIDER_BLOCKS, BENCH_PINNED_BLOCKS,
+BENCH_FSYNC_BLOCKS (0 skips each), BENCH_SEED; BENCH_WALLET_X=v sets WALLET_X=v for the
 system's processes.
 """
 
@@ -57,6 +61,7 @@ TRACED_BLOCKS = int(os.environ.get("BENCH_TRACED_BLOCKS", "200"))
 SEED = int(os.environ.get("BENCH_SEED", "7"))
 PROVIDER_BLOCKS = int(os.environ.get("BENCH_PROVIDER_BLOCKS", "150"))
 PINNED_BLOCKS = int(os.environ.get("BENCH_PINNED_BLOCKS", "400"))
+FSYNC_BLOCKS = int(os.environ.get("BENCH_FSYNC_BLOCKS", "400"))
 
 DEPOSIT_SHARE = 0.01  # of transactions, to watched addresses
 ERC20_SHARE = 0.5
@@ -875,6 +880,13 @@ def main() -> None:
             print(f"pinned (node on core 0, the rest on core 1): raw {p['raw']['blocks_per_s']:.1f} blocks/s, "
                   f"system {p['system']['blocks_per_s']:.1f} blocks/s, ratio {p['ratio']:.2f}", flush=True)
 
+        if FSYNC_BLOCKS:
+            results["fsync"] = fsync_cost(stack, listener, r, heights[: min(FSYNC_BLOCKS, BLOCKS)], expected, watched)
+            f = results["fsync"]
+            print(f"fsync ({f['blocks']} blocks): everysec {f['everysec']['blocks_per_s']:.1f} blocks/s, "
+                  f"always {f['always']['blocks_per_s']:.1f} blocks/s, ratio always/everysec "
+                  f"{f['ratio_always_vs_everysec']:.2f}", flush=True)
+
         save_results("blocks", results)
     finally:
         if listener is not None:
@@ -922,6 +934,26 @@ def behind_provider(stack: Stack, listener: DepositListener, r: redis.Redis, hei
         "provider_saw": {"calls": stats.calls, "rate_limited": stats.rate_limited,
                          "batches_too_large": stats.batches_too_large, "bad_gateway": stats.bad_gateway},
     }
+
+
+def fsync_cost(stack: Stack, listener: DepositListener, r: redis.Redis, heights: list[int],
+               expected: dict[str, int], watched: list[bytes]) -> dict[str, Any]:
+    """The same blocks scanned with Redis at appendfsync everysec, then always (the default)."""
+    want = sum(1 for h in expected.values() if heights[0] <= h <= heights[-1])
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for policy in ("everysec", "always"):
+            r.config_set("appendfsync", policy)
+            # The gate off for both, so that the fsync is the only difference between the runs.
+            _next_deployment(stack, r, f"f{policy[0]}", watched, {"WALLET_REDIS_DURABILITY": "none"})
+            runs[policy] = run_system(stack, listener, r, heights[-1], want, (heights[0], heights[-1]))
+    finally:
+        r.config_set("appendfsync", "always")
+        stack.config.extra_env.pop("WALLET_REDIS_DURABILITY", None)
+    return {"blocks": len(heights), **runs,
+            "ratio_always_vs_everysec": runs["always"]["blocks_per_s"] / runs["everysec"]["blocks_per_s"],
+            "ratio_always_vs_everysec_after_beat_ready": runs["always"]["blocks_per_s_after_beat_ready"]
+            / runs["everysec"]["blocks_per_s_after_beat_ready"]}
 
 
 def pinned(stack: Stack, listener: DepositListener, r: redis.Redis, heights: list[int],

@@ -12,6 +12,8 @@ from celery.signals import worker_shutting_down
 
 from tasks.deps import publisher, wiring
 from wallet.bridge import run_relay
+from wallet.durability import RedisNotDurable
+from wallet.metrics import RELAY_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,24 @@ def relay_outbox() -> dict[str, Any]:
     return at once; after a crash, the next one takes over.
     """
     w = wiring()
+    try:
+        # Once per run (a budget, seconds): a Redis restarted with another config is seen soon.
+        guarantee = w.durability.check()
+    except RedisNotDurable as exc:
+        # Loud, and on every watchdog tick until fixed: the outbox keeps growing meanwhile, and
+        # nothing is lost; forwarding now could announce accounts a host crash makes Redis forget.
+        log.error("relay refused [%s]: %s", exc.code, exc)
+        w.metrics.inc(RELAY_REFUSED, code=exc.code)
+        w.metrics.flush()
+        raise
+    log.debug("relay: outbox durability by %s", guarantee)
     pub = publisher()
     lock = w.redis.lock(w.keyspace.bridge_lock, timeout=w.settings.bridge_lock_seconds)
     summary = run_relay(
         w.outbox, pub, lock,
         budget_seconds=w.settings.bridge_budget_seconds,
         batch_size=w.settings.bridge_batch_size, metrics=w.metrics, stopping=_shutting_down.is_set,
+        durable=w.durability.barrier,
     )
     if summary.finished_on_time:
         relay_outbox.apply_async()

@@ -10,9 +10,11 @@ import redis
 from tests.kafka_probe import KafkaProbe
 from wallet.custody.keys import address_of
 from wallet.events import event_id_for
+from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack
 
 PREFIX = "wtest"
+KS = Keyspace(PREFIX)
 
 
 def marker() -> str:
@@ -36,7 +38,7 @@ def test_create_account_command_on_kafka_yields_one_address_created_event(
     assert event["chain_id"] == 31337
     assert event["meta"] == {"mark": mark, "user": 42}
     assert event["event_id"] == event_id_for(31337, "address.created", address.lower())
-    assert redis_client.sismember(f"{PREFIX}:watched", address.lower())
+    assert redis_client.sismember(KS.watched, address.lower())
 
     # Exactly one: a later command's event is behind it on the same partition, and nothing for
     # this request came in between or after.
@@ -63,13 +65,13 @@ def test_direct_task_batch_creates_hd_derived_watched_addresses(
     assert sorted(e["payload"]["address"] for e in events) == sorted(addresses)
     assert {e["payload"]["count_in_request"] for e in events} == {5}
 
-    indices = [int(redis_client.hget(f"{PREFIX}:keys:hd:index", a.lower())) for a in addresses]
+    indices = [int(redis_client.hget(KS.hd_index, a.lower())) for a in addresses]
     # Consecutive BIP-44 indices, and nothing but the index stored per address.
     assert indices == list(range(indices[0], indices[0] + 5))
     for address in addresses:
-        assert redis_client.hget(f"{PREFIX}:keys", address.lower()) is None
+        assert redis_client.hget(KS.sealed_keys, address.lower()) is None
         assert address_of(key_wiring.vault.private_key_for(address)) == address
-        assert redis_client.sismember(f"{PREFIX}:watched", address.lower())
+        assert redis_client.sismember(KS.watched, address.lower())
 
 
 def test_same_request_id_twice_creates_once(kafka: KafkaProbe, celery_app) -> None:

@@ -10,8 +10,10 @@ import pytest
 import redis
 
 from tests.kafka_probe import KafkaProbe
+from wallet.state.keyspace import Keyspace
 
 PREFIX = "wtest"
+KS = Keyspace(PREFIX)
 
 
 def _cases(mark: str) -> list[tuple[str, bytes, str]]:
@@ -43,7 +45,7 @@ def test_bad_command_yields_one_error_and_nothing_else(
 ) -> None:
     mark = uuid.uuid4().hex
     _, raw, code = next(c for c in _cases(mark) if c[0] == case)
-    watched_before = redis_client.scard(f"{PREFIX}:watched")
+    watched_before = redis_client.scard(KS.watched)
 
     kafka.send("command", raw)
     [event] = kafka.events("errors", lambda e: mark in e["payload"]["request"]["raw"])
@@ -60,7 +62,7 @@ def test_bad_command_yields_one_error_and_nothing_else(
     kafka.send("command", {"type": "create_account", "meta": {"mark": good}})
     assert kafka.events("address.created", lambda e: e["meta"].get("mark") == good)
     # ...and the bad one left nothing behind: only the good one was added.
-    assert redis_client.scard(f"{PREFIX}:watched") == watched_before + 1
+    assert redis_client.scard(KS.watched) == watched_before + 1
     # One error, not one per retry or redelivery.
     assert len(kafka.events("errors", lambda e: mark in e["payload"]["request"]["raw"], count=2, timeout=1)) == 1
 

@@ -11,9 +11,11 @@ import redis
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
+from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack, wait_for
 
 PREFIX = "wtest"
+KS = Keyspace(PREFIX)
 
 
 
@@ -40,10 +42,10 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     # No backlog first: a height scanned together with earlier ones goes to process_blocks, and
     # this test waits for the single-height task the tip gets.
     head = chain.head()
-    wait_for(lambda: int(redis_client.get(f"{PREFIX}:blocks:watermark") or -1) >= head, 60, "the scanner at the head")
+    wait_for(lambda: int(redis_client.get(KS.watermark) or -1) >= head, 60, "the scanner at the head")
     height = head + 1
     # Holding the block's lock parks the worker inside process_block(height), after its fetch.
-    block_lock = redis_client.lock(f"{PREFIX}:lock:block:{height}", timeout=120)
+    block_lock = redis_client.lock(KS.block_lock(height), timeout=120)
     assert block_lock.acquire(blocking=False)
     try:
         receipt = chain.send_eth(to, 4242)
@@ -63,9 +65,31 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     [event] = seen(kafka, to, timeout=90)
     assert event["payload"]["amount"] == "4242"
     # Exactly once, and the watermark went past the block: nothing was skipped.
-    wait_for(lambda: int(redis_client.get(f"{PREFIX}:blocks:watermark")) >= height, 60, "the watermark")
+    wait_for(lambda: int(redis_client.get(KS.watermark)) >= height, 60, "the watermark")
     assert len([e for e in kafka.so_far("transaction") if e["type"] == "deposit.seen"
                 and e["payload"]["to"] == to]) == 1
+
+
+def test_a_block_lock_left_by_a_lost_acquire_stalls_its_height_only_briefly(
+    stack: Stack, chain: Chain, kafka: KafkaProbe, redis_client: redis.Redis, new_address,
+) -> None:
+    """Found by the chaos run: Redis paused while a block task took its height's lock, the SET
+    landed but its reply never came, so the lock was held by nobody for its whole lease (120 s) and
+    the watermark stood still. The lease now covers only Redis work: such a lock costs seconds."""
+    from wallet.deposits.scanner import BLOCK_LOCK_SECONDS
+
+    to = new_address()
+    head = chain.head()
+    wait_for(lambda: int(redis_client.get(KS.watermark) or -1) >= head, 60, "the scanner at the head")
+    height = head + 1
+    # What the lost acquire leaves: the lock set, under a token no process knows.
+    assert redis_client.set(KS.block_lock(height), "lost-reply-token", nx=True, px=BLOCK_LOCK_SECONDS * 1000)
+    started = time.monotonic()
+    receipt = chain.send_eth(to, 4343)
+    assert receipt["blockNumber"] == height
+    [event] = seen(kafka, to, timeout=BLOCK_LOCK_SECONDS + 45)
+    assert event["payload"]["amount"] == "4343"
+    assert time.monotonic() - started < BLOCK_LOCK_SECONDS + 30
 
 
 def test_node_unreachable_one_error_then_catch_up(

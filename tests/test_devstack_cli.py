@@ -21,6 +21,7 @@ import redis
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
+from wallet.state.keyspace import Keyspace
 from workers.devstack import ALL, REPO_ROOT, Stack, free_port, public_url
 
 WALLET = str(REPO_ROOT / ".venv" / "bin" / "wallet")
@@ -183,7 +184,7 @@ def test_restart_is_fresh_by_default_keep_keeps_every_part_and_a_failed_start_is
         chain.send_eth(first[0], 10**18)
         deposit_seen(stack, first[0])
         client = redis.Redis.from_url(stack.redis_url)
-        relay_lock = f"{stack.key_prefix}:lock:bridge"
+        relay_lock = Keyspace(stack.key_prefix).bridge_lock
 
         # A stopped bridge releases the relay lock (a relay runs while beat is up: it holds it).
         wait_until(lambda: client.exists(relay_lock), 30, "a relay holding its lock")

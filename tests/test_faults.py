@@ -10,13 +10,15 @@ import redis
 from tests.kafka_probe import KafkaProbe
 from wallet.events import event_id_for
 from wallet.outbox import Outbox
+from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack, wait_for
 
 PREFIX = "wtest"
+KS = Keyspace(PREFIX)
 
 
 def outbox_of(client: redis.Redis) -> Outbox:
-    return Outbox(client, f"{PREFIX}:outbox")
+    return Outbox(client, KS.outbox)
 
 
 def test_bridge_killed_before_forwarding_event_arrives_after_restart(

@@ -57,7 +57,7 @@ def collect(collector: Any) -> Samples:
 def keyspace(redis_client: redis.Redis):
     ks = Keyspace(f"wtest-metrics-{uuid.uuid4().hex[:8]}")
     yield ks
-    for key in redis_client.scan_iter(f"{ks.prefix}:*"):
+    for key in redis_client.scan_iter(ks.everything):
         redis_client.delete(key)
 
 

@@ -29,6 +29,7 @@ from tests.conftest import TEST_ENV
 from tests.kafka_probe import KafkaProbe
 from tests.test_deposits import K, assert_confirmed_once_on_the_new_branch, deposit_events
 from tests.test_withdrawals import mark, tx_events
+from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack, StackConfig
 
 NODE_KINDS = ["ganache", "hardhat"]
@@ -58,7 +59,7 @@ def celery_client(stack: Stack) -> Celery:
     """A Celery client of this stack's broker: the test session's own app talks to the Anvil stack."""
     from workers.app import app
 
-    keys = {"global_keyprefix": f"{stack.config.key_prefix}:celery:"}  # as celeryconfig sets them
+    keys = {"global_keyprefix": Keyspace(stack.config.key_prefix).celery_prefix}  # as celeryconfig sets them
     client = Celery(app.main, set_as_current=False)
     client.conf.update(
         broker_url=stack.redis_url, result_backend=stack.redis_url,

@@ -161,7 +161,7 @@ def test_the_providers_key_never_leaks(behind: NodeStack, provider: ProviderProx
     for topic in ("errors", "transaction", "address.created"):
         for event in behind.kafka.so_far(topic):
             assert provider.api_key not in str(event)
-    for name in behind_redis.scan_iter(match=f"{PREFIX}:*", count=1000):
+    for name in behind_redis.scan_iter(match=Keyspace(PREFIX).everything, count=1000):
         assert key not in name
         kind = behind_redis.type(name)
         if kind == b"string":

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from wallet.state.keyspace import Keyspace
 from workers.devstack import ALL, REPO_ROOT, Stack
 
 README = REPO_ROOT / "README.md"
@@ -217,7 +218,7 @@ def check_up_keep_with_setting(world: World, rc: int, out: str, err: str, shell:
     stack = world.stack
     client = redis.Redis.from_url(stack.redis_url)
     try:  # the same Redis: every address made before is still watched
-        watched = {a.decode() for a in client.smembers(f"{stack.key_prefix}:watched")}
+        watched = {a.decode() for a in client.smembers(Keyspace(stack.key_prefix).watched)}
     finally:
         client.close()
     assert {a.lower() for a in world.addresses} <= watched
@@ -276,7 +277,7 @@ def check_restore(world: World, rc: int, out: str, err: str, shell: Shell) -> No
     stack = world.stack
     client = redis.Redis.from_url(stack.redis_url)
     try:  # every address of the first machine is watched here, and the demo's new one follows them
-        watched = {a.decode() for a in client.smembers(f"{stack.key_prefix}:watched")}
+        watched = {a.decode() for a in client.smembers(Keyspace(stack.key_prefix).watched)}
     finally:
         client.close()
     assert {a.lower() for a in world.restored_from} <= watched

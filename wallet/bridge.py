@@ -12,6 +12,7 @@ from typing import Protocol
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from wallet.durability import FsyncTimedOut
 from wallet.metrics import NO_METRICS, PRODUCE_ERRORS, RELAYED, Metrics
 from wallet.outbox import STREAM_START, Outbox, OutboxEntry
 
@@ -35,8 +36,12 @@ class RelaySummary:
 
 
 def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: int,
-               block_ms: int | None, metrics: Metrics = NO_METRICS) -> tuple[int, str, bool]:
+               block_ms: int | None, metrics: Metrics = NO_METRICS,
+               durable: Callable[[], None] = lambda: None) -> tuple[int, str, bool]:
     """Forward one batch after `cursor`. Returns (forwarded, next cursor, failed).
+
+    `durable` returns once everything written so far is on disk (wallet/durability.py): an
+    entry is forwarded only once the state written with it would survive a host crash.
 
     Only the acknowledged prefix is deleted. After a failure the cursor goes back to the start, so
     the unacknowledged entries, and everything after them, are sent again in order: a later event
@@ -45,6 +50,11 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
     entries = outbox.read_after(cursor, batch_size, block_ms)
     if not entries:
         return 0, cursor, False
+    try:
+        durable()
+    except FsyncTimedOut as exc:
+        log.warning("not forwarding %d entries yet: %s", len(entries), exc)
+        return 0, cursor, True
     acked = publisher.publish(entries)
     outbox.remove([e.entry_id for e in entries[:acked]])
     if metrics.enabled:
@@ -65,9 +75,11 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
 def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_seconds: float,
               batch_size: int, clock: Callable[[], float] = time.monotonic,
               backoff: Callable[[int], None] | None = None, metrics: Metrics = NO_METRICS,
-              stopping: Callable[[], bool] = lambda: False) -> RelaySummary:
+              stopping: Callable[[], bool] = lambda: False,
+              durable: Callable[[], None] = lambda: None) -> RelaySummary:
     """Forward until the budget is spent, holding `lock` so that relays never run side by side.
-    `stopping` (the worker is shutting down) ends it early and frees the lock for the next relay."""
+    `stopping` (the worker is shutting down) ends it early and frees the lock for the next relay;
+    `durable` is relay_once's fsync barrier."""
     if not lock.acquire(blocking=False):
         return RelaySummary(forwarded=0, failed_batches=0, ran=False, finished_on_time=False)
     backoff = backoff or _sleep_backoff
@@ -76,7 +88,7 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
     cursor = STREAM_START
     try:
         while clock() < deadline and not stopping():
-            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS, metrics)
+            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS, metrics, durable)
             forwarded += sent
             if failed:
                 failures += 1

@@ -78,6 +78,8 @@ COMMAND_NOT_AN_OBJECT = "not_an_object"
 COMMAND_UNKNOWN_TYPE = "unknown_command_type"
 COMMAND_INVALID_FIELDS = "invalid_fields"
 COMMAND_TOO_LARGE = "command_too_large"
+# Its task was published again `MAX_RESENDS` times and never ran to an end (wallet/services/resend.py).
+COMMAND_NOT_COMPLETED = "command_not_completed"
 
 
 class CustodyError(FatalError):

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None  # defaults to redis_url
     celery_result_backend: str | None = None  # defaults to redis_url
+    # Redis broker only: a message a worker took and did not acknowledge within this is delivered
+    # again (its worker died). Bounds how soon a dead worker's task runs elsewhere; must exceed how
+    # long any task holds its message (celeryconfig.py explains the bound). RabbitMQ needs none.
+    broker_visibility_timeout_seconds: int = Field(default=45, ge=10)
     # Every Redis key this system writes starts with this, so several deployments can share a Redis.
     key_prefix: str = "wallet"
 
@@ -76,6 +80,10 @@ class Settings(BaseSettings):
 
     max_command_bytes: int = Field(default=64 * 1024, gt=0)
     max_batch_count: int = Field(default=1000, gt=0)
+    # A command taken from Kafka whose task no run has touched for this long is published to Celery
+    # again, same task id (its message was lost: wallet/state/accepted.py). Above the longest retry
+    # backoff (30 s) plus the longest task, so a task that is merely retrying is left alone.
+    command_resend_after_seconds: float = Field(default=120.0, ge=5)
 
     bridge_batch_size: int = Field(default=500, gt=0)
     # How long one relay task keeps forwarding before it hands over to its successor.
@@ -86,6 +94,13 @@ class Settings(BaseSettings):
     # A produce not acknowledged within this fails and its outbox entry stays for the next try.
     # Kept well under bridge_lock_seconds so a live relay never outlasts its lease while waiting.
     kafka_delivery_timeout_ms: int = Field(default=20_000, ge=1_000)
+    # What makes an outbox entry durable before the relay forwards it (wallet/durability.py):
+    # "auto" reads Redis's config and version (appendfsync always, else WAITAOF on 7.2+, else the
+    # relay refuses); "always" vouches for appendfsync always where CONFIG GET is disabled;
+    # "waitaof" requires WAITAOF; "none" forwards without the guarantee (loudly).
+    redis_durability: Literal["auto", "always", "waitaof", "none"] = "auto"
+    # How long one WAITAOF may wait for the local fsync before the batch is retried.
+    redis_fsync_timeout_ms: int = Field(default=5_000, ge=100)
 
     # ---- deposit scanning
     # A deposit is confirmed this many blocks deep (1 = in the head block).

@@ -21,6 +21,7 @@ from wallet.custody.signer import Signer
 from wallet.custody.vault import KeyVault
 from wallet.deposits.scanner import DepositScanner
 from wallet.deposits.tokens import TokenDirectory
+from wallet.durability import DurabilityGate
 from wallet.metrics import Metrics
 from wallet.outbox import Outbox
 from wallet.sending.node import NodeGateway
@@ -31,6 +32,7 @@ from wallet.sending.tracker import Tracker
 from wallet.services.accounts import AccountService
 from wallet.services.reads import Reads
 from wallet.settings import Settings
+from wallet.state.accepted import AcceptedTasks
 from wallet.state.keyspace import Keyspace
 
 
@@ -49,8 +51,18 @@ class Wiring:
         return Keyspace(self.settings.key_prefix)
 
     @cached_property
+    def accepted(self) -> AcceptedTasks:
+        return AcceptedTasks(self.redis, self.keyspace)
+
+    @cached_property
     def outbox(self) -> Outbox:
         return Outbox(self.redis, self.keyspace.outbox, event_counts=self.keyspace.metrics_counters)
+
+    @cached_property
+    def durability(self) -> DurabilityGate:
+        """The fsync barrier before anything leaves: the relay's batches, created addresses."""
+        return DurabilityGate(self.redis, self.settings.redis_durability, self.keyspace.fsync_barrier,
+                              self.settings.redis_fsync_timeout_ms)
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -133,7 +145,8 @@ class Wiring:
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.redis, self.keyspace, self.vault, self.outbox, self.chain_id)
+        return AccountService(self.redis, self.keyspace, self.vault, self.outbox, self.chain_id,
+                              durable=self.durability.barrier)
 
     @cached_property
     def node(self) -> NodeGateway:

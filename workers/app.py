@@ -7,10 +7,11 @@ import os
 import sys
 
 from celery import Celery
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, task_failure, task_prerun, task_success
 
 from tasks.deps import wiring
-from wallet.errors import ChainDataInvalid, ChainIdMismatch, ChainUnavailable, CustodyError
+from wallet.commands import COMMANDS
+from wallet.errors import ChainDataInvalid, ChainIdMismatch, ChainUnavailable, CustodyError, WalletError
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +60,39 @@ def check_node(sender: str, instance, **_: object) -> None:
     log.info("node %s: chain %d, %s, receipts %s, tracer %s, batches %s", caps.endpoint, caps.chain_id,
              caps.client_version, "per block" if caps.block_receipts else "per transaction", caps.tracer,
              f"up to {caps.batch_limit}" if caps.batching else "refused")
+
+
+# ---- commands taken from Kafka, until their task has run to an end (wallet/state/accepted.py)
+COMMAND_TASKS = frozenset(spec.task for spec in COMMANDS.values())
+
+
+@task_prerun.connect
+def touch_accepted(sender=None, task_id: str | None = None, **_: object) -> None:
+    """A run started: the command's message was not lost (a retry or redelivery counts too)."""
+    if sender is not None and sender.name in COMMAND_TASKS and task_id:
+        _quietly(lambda: wiring().accepted.touch(task_id))
+
+
+@task_success.connect
+def finish_accepted(sender=None, **_: object) -> None:
+    if sender is not None and sender.name in COMMAND_TASKS:
+        _quietly(lambda: wiring().accepted.finish(sender.request.id))
+
+
+@task_failure.connect
+def finish_failed_accepted(sender=None, task_id: str | None = None, exception: BaseException | None = None,
+                           **_: object) -> None:
+    """A failure the domain decided (refused, invalid: reported on `errors`) ends the command. Any
+    other (Redis or the broker gone, so not even its retry could be published) leaves it to be
+    published again."""
+    if sender is not None and sender.name in COMMAND_TASKS and task_id and isinstance(exception, WalletError):
+        _quietly(lambda: wiring().accepted.finish(task_id))
+
+
+def _quietly(write) -> None:
+    # Redis down: the record stays, and at worst an answered command is published again, which
+    # its task's idempotency makes harmless. Never fail a task over its bookkeeping.
+    try:
+        write()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("accepted-command bookkeeping skipped: %s", type(exc).__name__)

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -63,8 +64,17 @@ def handle(record: ConsumerRecord, settings: Settings) -> str:
     kwargs, task_id = command.task_call(request_id)
     if spec.read_only:
         kwargs["reply"] = True  # a read sent on Kafka is answered on Kafka
-    app.send_task(spec.task, kwargs=kwargs, task_id=task_id)
+    # Its own id when the command names none (an approval): the message's place in the topic, so a
+    # command read again after a crash is the same task.
+    dispatch(spec.task, kwargs, task_id or request_id_of(record))
     return "enqueued"
+
+
+def dispatch(task: str, kwargs: dict[str, Any], task_id: str) -> None:
+    """Record the command's task, then publish it; both before the offset is committed, so a
+    Celery message lost later is published again (wallet/state/accepted.py)."""
+    wiring().accepted.accept(task_id, task, kwargs)
+    app.send_task(task, kwargs=kwargs, task_id=task_id)
 
 
 class _Assignment(ConsumerRebalanceListener):

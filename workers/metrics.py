@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from tasks.broker import queue_lengths
 from wallet.metrics import ETH, WalletCollector
 from wallet.settings import Settings, get_settings
 from wallet.wiring import Wiring
@@ -73,24 +74,11 @@ class CeleryCollector:
                                 value=1 if workers.get(KEY_QUEUE, 0) > 0 else 0)
 
     def _queue_lengths(self) -> dict[str, int]:
-        found: dict[str, int] = {}
         try:
-            with self._app.connection_for_read() as conn:
-                channel = conn.default_channel
-                for queue in self._queues:
-                    if conn.transport.driver_type == "redis":
-                        # kombu's passive declare misses queues under a global_keyprefix (ours);
-                        # its own size reads the prefixed lists, priorities included.
-                        found[queue] = int(channel._size(queue))
-                        continue
-                    try:
-                        found[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
-                    except Exception:  # noqa: BLE001 - a queue never declared has no messages
-                        found[queue] = 0
-                        channel = conn.channel()  # a failed passive declare may close the channel (AMQP)
+            return queue_lengths(self._app, self._queues)
         except Exception as exc:  # noqa: BLE001 - a scrape shows what it can
             log.warning("metrics: queue lengths not read: %s", exc)
-        return found
+            return {}
 
     def _consumers(self) -> dict[str, int] | None:
         cached = self._workers

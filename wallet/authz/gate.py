@@ -53,8 +53,7 @@ from wallet.errors import (
 from wallet.events import EVENT_WITHDRAWAL_HELD
 from wallet.outbox import Outbox
 from wallet.sending.model import ETH, KIND_GAS_TOPUP, KIND_SWEEP, SendRequest
-from wallet.services.accounts import REQUEST_MEMORY_SECONDS
-from wallet.state.keyspace import Keyspace
+from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
 
 SYSTEM = "system"  # the requester of sweeps and gas top-ups
 INTERNAL_KINDS = (KIND_SWEEP, KIND_GAS_TOPUP)

@@ -49,6 +49,12 @@ STATUS_SEEN, STATUS_CONFIRMED, STATUS_REVERTED = "seen", "confirmed", "reverted"
 ETH_INFO = TokenInfo(ETH, ETH_DECIMALS)
 
 
+# The per-height lock's lease. Held only while Redis is read and written (milliseconds), so short:
+# a lock whose SET reached Redis but whose reply did not (Redis paused mid-acquire: the chaos run
+# found it) is held by nobody and stalls its height until the lease runs out (it was 120 s).
+BLOCK_LOCK_SECONDS = 15
+
+
 @dataclass(frozen=True)
 class BlockResult:
     height: int
@@ -117,9 +123,14 @@ class DepositScanner:
         results = []
         for bundles in self._fetch_ahead(sorted(set(heights)), self._trace):
             for bundle in bundles:
+                # Found and described (token lookups may ask the node) before the lock: under it,
+                # only Redis is read and written, so its lease can be short.
+                found = self._from_outside(find_deposits(bundle, self._watched))
+                tokens = {d.asset: self._token_info(d.asset) for d in found}
                 # One writer per height: a redelivered duplicate waits, then finds the work done.
-                with self._redis.lock(self._ks.block_lock(bundle.number), timeout=120, blocking_timeout=130):
-                    results.append(self._record(bundle))
+                with self._redis.lock(self._ks.block_lock(bundle.number), timeout=BLOCK_LOCK_SECONDS,
+                                      blocking_timeout=BLOCK_LOCK_SECONDS + 10):
+                    results.append(self._record(bundle, found, tokens))
                 self._announce_tracing(bundle)
         return results
 
@@ -166,7 +177,7 @@ class DepositScanner:
                                             thread_name_prefix="block-fetch")
         return self._pool
 
-    def _record(self, bundle: BlockBundle) -> BlockResult:
+    def _record(self, bundle: BlockBundle, found: list[Deposit], tokens: dict[str, TokenInfo]) -> BlockResult:
         height = bundle.number
         previous = self._ledger.scanned_hash(height)
         untraced = self._trace and bundle.internal_transfers is None
@@ -182,8 +193,7 @@ class DepositScanner:
                 return BlockResult(height, bundle.hash, 0, 0, already_done=True)
             known = {i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))}
 
-        deposits = [d for d in self._from_outside(find_deposits(bundle, self._watched)) if d.deposit_id not in known]
-        tokens = {d.asset: self._token_info(d.asset) for d in deposits}
+        deposits = [d for d in found if d.deposit_id not in known]
         retracted = self._recorded_deposits(height) if previous is not None and not known else []
 
         pipe = self._redis.pipeline(transaction=True)

@@ -15,8 +15,7 @@ import redis
 from wallet.events import OutgoingEvent
 from wallet.outbox import Outbox
 from wallet.sending.model import SendRecord
-from wallet.services.accounts import REQUEST_MEMORY_SECONDS
-from wallet.state.keyspace import Keyspace
+from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
 
 # What a mutation returns: the new record and its events, or None for "nothing to change".
 Change = tuple[SendRecord, list[OutgoingEvent]] | None

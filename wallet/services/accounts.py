@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +13,7 @@ from wallet.custody.vault import KeyVault
 from wallet.errors import ensure_same_request
 from wallet.events import address_created_event, utc_now
 from wallet.outbox import Outbox
-from wallet.state.keyspace import Keyspace
-
-# A request's outcome is remembered this long, which bounds how late a redelivery stays harmless.
-REQUEST_MEMORY_SECONDS = 7 * 24 * 3600
+from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,11 @@ class CreatedAccounts:
 
 class AccountService:
     def __init__(self, client: redis.Redis, keyspace: Keyspace, vault: KeyVault, outbox: Outbox,
-                 chain_id: int) -> None:
+                 chain_id: int, durable: Callable[[], None] = lambda: None) -> None:
         self._redis = client
+        # Returns once every write so far is on disk (wallet/durability.py): an address is handed
+        # out only once its index counter and account record would survive a host crash.
+        self._durable = durable
         self._keyspace = keyspace
         self._vault = vault
         self._outbox = outbox
@@ -47,6 +48,7 @@ class AccountService:
         identity = request_identity(count)
         done = self._redis.get(request_key)
         if done is not None:
+            self._durable()
             return _again(request_id, done, identity)
 
         keys = self._vault.issue(count)
@@ -74,7 +76,11 @@ class AccountService:
                      ex=REQUEST_MEMORY_SECONDS)
             return CreatedAccounts(request_id, addresses, created=True)
 
-        return self._redis.transaction(write, request_key, value_from_callable=True)
+        created = self._redis.transaction(write, request_key, value_from_callable=True)
+        # After the write and the index reservation before it (WAITAOF covers both; a no-op when
+        # Redis fsyncs every write). A repeat request waits too: its first run may not have.
+        self._durable()
+        return created
 
     def is_watched(self, address: str) -> bool:
         return bool(self._redis.sismember(self._keyspace.watched, address.lower()))

@@ -10,8 +10,7 @@ from wallet.commands import echo_request
 from wallet.errors import IDEMPOTENCY_CONFLICT, InvalidCommand
 from wallet.events import CommandRejected, command_rejected_event
 from wallet.outbox import Outbox
-from wallet.services.accounts import REQUEST_MEMORY_SECONDS
-from wallet.state.keyspace import Keyspace
+from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
 
 # How a request's key starts when the request was rejected: `{"rejected": "<code>"}`.
 REJECTED_MARKER = b'{"rejected":'

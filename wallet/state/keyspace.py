@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A request's outcome (its `request` marker, a send record, an authorization decision) is
+# remembered this long, which bounds how late a redelivery or a retry stays harmless.
+REQUEST_MEMORY_SECONDS = 7 * 24 * 3600
+
 
 @dataclass(frozen=True)
 class Keyspace:
     prefix: str = "wallet"
+
+    # ---- patterns and prefixes over many keys
+    @property
+    def everything(self) -> str:
+        """SCAN pattern of every key of this deployment (Celery's included)."""
+        return _glob_escape(self.prefix) + ":*"
+
+    @property
+    def locks(self) -> str:
+        """SCAN pattern of every lock of this deployment: a start clears what a killed process left."""
+        return _glob_escape(self.prefix) + ":lock:*"
+
+    @property
+    def celery_prefix(self) -> str:
+        """Celery's own keys (broker queues, results) on a Redis broker: its `global_keyprefix`."""
+        return f"{self.prefix}:celery:"
 
     @property
     def watched(self) -> str:
@@ -53,6 +73,20 @@ class Keyspace:
         """What a request already produced, so a redelivered task does not do it twice."""
         return f"{self.prefix}:request:{request_id}"
 
+    @property
+    def accepted_tasks(self) -> str:
+        """ZSET task id -> when a run last touched it: commands handed to Celery, not yet run to
+        an end (wallet/state/accepted.py)."""
+        return f"{self.prefix}:accepted"
+
+    @property
+    def resend_lock(self) -> str:
+        return f"{self.prefix}:lock:resend"
+
+    def accepted_task(self, task_id: str) -> str:
+        """STRING JSON: the accepted command's task name and arguments, to publish it again."""
+        return f"{self.prefix}:accepted:{task_id}"
+
     def request_conflict(self, request_id: str) -> str:
         """Set once the reuse of a done request's id for another request was reported on `errors`
         (its `request` key holds the first request's outcome, so cannot say so)."""
@@ -66,6 +100,12 @@ class Keyspace:
     @property
     def bridge_lock(self) -> str:
         return f"{self.prefix}:lock:bridge"
+
+    @property
+    def fsync_barrier(self) -> str:
+        """Counter written before a WAITAOF: WAITAOF waits for the connection's own last write, so
+        a write here makes it cover every earlier write, whoever made it (wallet/durability.py)."""
+        return f"{self.prefix}:durability:barrier"
 
     # ---- block scanning
     @property
@@ -251,3 +291,7 @@ class Keyspace:
     def metrics_gauges(self) -> str:
         """HASH series -> last value written by any process (the head the scheduler read)."""
         return f"{self.prefix}:metrics:gauges"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
