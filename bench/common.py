@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,30 +40,28 @@ def save_results(name: str, results: dict[str, Any]) -> None:
 
 
 class EventCounter:
-    """Counts messages on partition 0 of `topic` from the moment it is made (the benches' topics
-    have one partition), so a clock can stop when the last expected event is on Kafka."""
+    """Counts messages on `topic` from the moment it is made, so a clock can stop when the last
+    expected event is on Kafka. Reads with wallet_client's EventReader, as any consumer would."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from wallet_client import ClientConfig, EventReader
 
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        partition = TopicPartition(topic, 0)
-        self._consumer.assign([partition])
-        self._consumer.seek_to_end(partition)
-        self._consumer.poll(timeout_ms=100)
+        self._reader = EventReader(ClientConfig(kafka_bootstrap=bootstrap), [topic])
 
     def wait_for(self, expected: int, *needles: bytes, timeout: float = 600.0) -> None:
-        """Until `expected` messages containing every needle have arrived.
+        """Until `expected` messages containing every needle have arrived (counted as they are
+        read: the broker's end offsets say nothing reliable).
 
         Raises:
             RuntimeError: fewer arrived within `timeout`.
         """
-        seen, deadline = 0, time.monotonic() + timeout
+        seen = 0
         try:
-            while seen < expected and time.monotonic() < deadline:
-                for records in self._consumer.poll(timeout_ms=200, max_records=5000).values():
-                    seen += sum(1 for r in records if all(n in r.value for n in needles))
+            for records in self._reader.polls(timeout):
+                seen += sum(1 for r in records if r.value and all(n in r.value for n in needles))
+                if seen >= expected:
+                    break
         finally:
-            self._consumer.close()
+            self._reader.close()
         if seen < expected:
             raise RuntimeError(f"only {seen} of {expected} events arrived")

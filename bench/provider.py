@@ -4,7 +4,8 @@ their own.
 Behind the provider-like proxy (batches of at most 10, 300 calls/s counting each batch item, no
 `eth_getBlockReceipts`), the ceiling is the allowance, not the CPU: a block of 50 transactions
 costs 51 calls. The baseline is a plain, well-behaved client under the same caps (block, then its
-receipts one call each, in batches of 10, paced to the allowance); the system is a second
+receipts one call each, in batches of 10, paced to the allowance, one request at a time: the
+wallet's own JSON-RPC transport used as a plain client would use it); the system is a second
 deployment on the same chain pointed at the proxy with WALLET_ETH_RPC_MAX_RPS and
 WALLET_ETH_RPC_MAX_BATCH set to the plan's figures. Both are measured in the same run.
 
@@ -21,10 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-import requests
-
 from tests.provider_proxy import ProviderProxy, ProxyLimits
+from wallet.chain.transport import Transport
 from workers.devstack import Stack
 
 PROVIDER_BATCH = 10
@@ -45,42 +44,36 @@ def system_env(proxy: ProviderProxy) -> dict[str, str]:
 
 class _Pace:
     """A client-side token bucket of `rate` calls per second with one second of burst: what a
-    careful plain client does, and the shape of the provider's own limit."""
+    careful plain client does, and the shape of the provider's own limit. A CallBudget of this
+    process alone (the system shares one through Redis)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.tokens = rate
         self.at = time.monotonic()
 
-    def take(self, calls: int) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= calls:
-                self.tokens -= calls
-                return
-            time.sleep((calls - self.tokens) / self.rate)
+    def take(self, calls: int) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= calls:
+            self.tokens -= calls
+            return 0.0
+        return (calls - self.tokens) / self.rate
 
 
 def plain_fetch(url: str, heights: Sequence[int]) -> dict[str, Any]:
     """Block(full), then each transaction's receipt, in batches of PROVIDER_BATCH, paced to
     PROVIDER_RPS: the best a plain client does under the plan's caps."""
-    session = requests.Session()
-    session.headers.update({"Content-Type": "application/json"})
-    pace = _Pace(PROVIDER_RPS)
+    # Batches of at most PROVIDER_BATCH, each taken from the pace before it is sent.
+    node = Transport(url, timeout=60, max_batch=PROVIDER_BATCH, budget=_Pace(PROVIDER_RPS))
 
     def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        out = []
-        for start in range(0, len(calls), PROVIDER_BATCH):
-            chunk = calls[start : start + PROVIDER_BATCH]
-            pace.take(len(chunk))
-            body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
-            answer = orjson.loads(session.post(url, data=orjson.dumps(body), timeout=60).content)
-            if not isinstance(answer, list) or any("error" in a for a in answer):
-                raise RuntimeError(f"plain fetch refused: {str(answer)[:200]}")
-            out.extend(a["result"] for a in sorted(answer, key=lambda a: a["id"]))
-        return out
+        answers = node.batch(calls)
+        refused = [a["error"] for a in answers if "error" in a]
+        if refused:
+            raise RuntimeError(f"plain fetch refused: {str(refused[0])[:200]}")
+        return [a["result"] for a in answers]
 
     started = time.perf_counter()
     txs = 0
@@ -92,6 +85,7 @@ def plain_fetch(url: str, heights: Sequence[int]) -> dict[str, Any]:
             raise RuntimeError("a receipt is missing")
         txs += len(hashes)
     seconds = time.perf_counter() - started
+    node.close()
     return {"blocks": len(heights), "txs": txs, "seconds": seconds, "blocks_per_s": len(heights) / seconds,
             "calls_per_s": (len(heights) + txs) / seconds}
 

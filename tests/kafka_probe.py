@@ -1,15 +1,17 @@
-"""Reading and writing the test broker the way a platform consumer would."""
+"""Reading and writing the test broker the way a platform consumer would: messages are read with
+wallet_client's EventReader, the one reader of the product, the benches and the tests."""
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
+
+from wallet_client import ClientConfig, EventReader
 
 END_OF_TOPIC = "test.end_of_topic"  # a marker of the tests' own, ending a read "up to now"
 
@@ -29,6 +31,7 @@ class Message:
 class KafkaProbe:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
+        self._config = ClientConfig(kafka_bootstrap=bootstrap)  # the tests name topics in full: no prefix
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
     def send(self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None) -> None:
@@ -41,24 +44,13 @@ class KafkaProbe:
 
         Counts what it reads: Tansu's end offsets are not to be trusted.
         """
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
         messages: list[Message] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                for records in consumer.poll(timeout_ms=200).values():
-                    for r in records:
-                        messages.append(Message(
-                            topic=r.topic, key=r.key.decode() if r.key else None, value=r.value,
-                            headers={k: v for k, v in (r.headers or [])},
-                        ))
+        with EventReader(self._config, [topic], from_beginning=True) as reader:
+            for records in reader.polls(timeout):
+                messages += [Message(topic=r.topic, key=r.key.decode() if r.key else None, value=r.value or b"",
+                                     headers=dict(r.headers)) for r in records]
                 if until(messages):
                     break
-        finally:
-            consumer.close()
         return messages
 
     def events(self, topic: str, match: Callable[[dict[str, Any]], bool], count: int = 1,
@@ -71,7 +63,8 @@ class KafkaProbe:
         return matching(messages)
 
     def so_far(self, topic: str) -> list[dict[str, Any]]:
-        """Every event on `topic` until now: a marker this probe writes ends the read, no waiting.
+        """Every event on `topic` until now: a marker this probe writes ends the read, no waiting
+        (the tests' topics have one partition, so everything before the marker is read before it).
 
         Proves absence only after a positive marker from the system (an event it made after the
         point in question): the system may still be working on what comes before it. Not for the

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -27,9 +28,24 @@ def with_request_id(command_: dict[str, Any], request_id: str | None = None) -> 
     return {"type": command_.get("type"), "request_id": rid, **rest}
 
 
+@dataclass(frozen=True)
+class Record:
+    """One message as it was read, not decoded: for readers that want more than the events."""
+
+    topic: str  # the logical name (without the configured prefix)
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
 class EventReader:
     """Reads topics from where they end when it opens (or from their start): open it before
-    producing, and every reply comes after that position."""
+    producing, and every reply comes after that position.
+
+    Whether a read is complete is for the caller to tell from what it read (a count, a marker):
+    never from end offsets, which some brokers get wrong (Tansu answers the last batch's base + 1)."""
 
     def __init__(self, config: ClientConfig, topics: Sequence[str] = REPLY_TOPICS, *,
                  from_beginning: bool = False) -> None:
@@ -55,15 +71,21 @@ class EventReader:
             self._consumer.close()
             raise
 
-    def events(self, timeout: float) -> Iterator[Event]:
-        """Every event read until `timeout` (or until the caller stops iterating)."""
+    def polls(self, timeout: float) -> Iterator[list[Record]]:
+        """What each poll brought until `timeout` (an empty list when nothing came within 0.2 s), so
+        the caller can check its condition after each one, and stop iterating once it holds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for records in self._consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    event = parse_event(record.value, self._names[record.topic], record.key)
-                    if event is not None:
-                        yield event
+            yield [Record(self._names[r.topic], r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+                   for records in self._consumer.poll(timeout_ms=200).values() for r in records]
+
+    def events(self, timeout: float) -> Iterator[Event]:
+        """Every event read until `timeout` (or until the caller stops iterating)."""
+        for records in self.polls(timeout):
+            for record in records:
+                event = parse_event(record.value, record.topic, record.key)
+                if event is not None:
+                    yield event
 
     def close(self) -> None:
         self._consumer.close()

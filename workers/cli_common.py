@@ -3,18 +3,37 @@ when no other deployment is named."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from workers.devstack import Stack
 
+if TYPE_CHECKING:
+    from wallet.settings import Settings
+
 HomeOption = Annotated[Path, typer.Option(envvar="WALLET_DEVSTACK_DIR", help="Dev stack state folder.")]
 DEFAULT_HOME = Path(".devstack")
 MASTER_KEY_VARS = {"WALLET_MASTER_KEY", "WALLET_MASTER_KEY_FILE"}
+
+
+def meta_option(meta: str) -> Any:
+    """`--meta`: the JSON object a command echoes back in its events."""
+    try:
+        return json.loads(meta)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--meta is not JSON: {exc}") from None
+
+
+def wallet_settings() -> Settings:
+    """The wallet's settings from this process's WALLET_* (imported late: `--help` stays fast)."""
+    from wallet.settings import Settings
+
+    return Settings()
 
 
 def dev_stack(home: Path) -> Stack | None:

@@ -27,11 +27,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack
+from workers.cli_requests import refused
 
 producers_app = typer.Typer(help="Producer keys allowed to sign money-moving requests.", no_args_is_help=True)
 policy_app = typer.Typer(help="The withdrawal policy the key worker enforces.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
 
 KeyFileOption = Annotated[Path | None, typer.Option(
     "--key-file", envvar="WALLET_PRODUCER_KEY_FILE", exists=True, dir_okay=False,
@@ -41,8 +41,7 @@ DEV_APPROVER_KEY = "approver.key"
 
 
 def _error(code: str, message: str) -> NoReturn:
-    err.print(f"[red]error[/] {escape(f'[{code}] {message}')}")
-    raise typer.Exit(1)
+    refused(code, message)
 
 
 def _fail(exc: Exception) -> NoReturn:

@@ -1,0 +1,58 @@
+"""`wallet topic ...` (also `wallet topics ...`): the system's Kafka topics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.json import JSON
+
+from workers.cli_common import DEFAULT_HOME, HomeOption, use_dev_stack, wallet_settings
+
+topic_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+console = Console()
+
+
+@topic_app.command("create")
+def topics_create(home: HomeOption = DEFAULT_HOME) -> None:
+    """Create the system's Kafka topics if missing (Tansu needs them before the first produce)."""
+    from wallet.kafka import ensure_topics
+
+    use_dev_stack(home)
+    created = ensure_topics(wallet_settings())
+    console.print(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@topic_app.command("tail")
+def topic_tail(
+    topic: str,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    max_messages: Annotated[int, typer.Option("--max", help="Stop after this many (0: never).")] = 0,
+    home: HomeOption = DEFAULT_HOME,
+) -> None:
+    """Print a topic's messages as they arrive."""
+    from kafka import KafkaConsumer
+
+    from wallet.kafka import client_config, topic_name
+
+    use_dev_stack(home)
+    settings = wallet_settings()
+    consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
+                             auto_offset_reset="earliest" if from_beginning else "latest")
+    seen = 0
+    try:
+        for message in consumer:
+            key = message.key.decode() if message.key else None
+            console.print(f"[dim]{message.topic}/{message.partition}@{message.offset} key={key}[/]")
+            try:
+                console.print(JSON(message.value.decode()))
+            except Exception:  # noqa: BLE001 - show what is there, even if not JSON
+                console.print(repr(message.value))
+            seen += 1
+            if max_messages and seen >= max_messages:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
