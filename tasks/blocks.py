@@ -67,6 +67,9 @@ _BLOCK_TASK_OPTIONS = {
     "retry_backoff_max": 60,
     "retry_jitter": True,
     "max_retries": None,
+    # Nobody waits on a block task's result: storing it (and its STARTED state) would be two more
+    # fsynced Redis writes per task (appendfsync always). A caller that wants it asks per call.
+    "ignore_result": True,
 }
 
 

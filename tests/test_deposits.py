@@ -148,7 +148,7 @@ def test_rescan_and_duplicate_block_tasks_emit_nothing_new(
     assert deposit_events(kafka, to, "deposit.confirmed")
 
     rescan.delay(height - 1, height + 1).get(timeout=30)
-    result = process_block.delay(height).get(timeout=30)
+    result = process_block.apply_async((height,), ignore_result=False).get(timeout=30)
     assert result["already_done"] is True and result["deposits"] == 0
     # A sentinel deposit in a later block: its events are behind any the rescan could have made.
     sentinel = new_address()
