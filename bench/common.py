@@ -6,30 +6,54 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from workers.devstack import Stack, StackConfig
 
 RESULTS = Path(__file__).parent / "results"
+T = TypeVar("T")
 
 
 @contextmanager
-def bench_stack(key_prefix: str = "wbench") -> Iterator[Stack]:
-    """A whole stack on free ports, this process pointed at it; stopped and removed afterwards
-    (kept with BENCH_KEEP_STACK=1, for a look at its logs)."""
+def bench_stack(key_prefix: str = "wbench", start: Sequence[str] | None = None) -> Iterator[Stack]:
+    """A stack on free ports, this process pointed at it: every process, or only those in `start`
+    (a bench that starts the rest itself, on its own clock). Stopped and removed afterwards; kept
+    running with BENCH_KEEP_STACK=1, or stopped with its logs kept with BENCH_KEEP_LOGS=1."""
     home = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
     stack = Stack(home, StackConfig.fresh(prefer_defaults=False, key_prefix=key_prefix))
     os.environ.update(stack.client_env())
     try:
-        stack.start()
+        if start is None:
+            stack.start()
+        else:
+            stack.start(start)
         yield stack
     finally:
         if os.environ.get("BENCH_KEEP_STACK") is None:
             stack.down()
-            shutil.rmtree(home, ignore_errors=True)
+            if os.environ.get("BENCH_KEEP_LOGS"):
+                print(f"logs kept in {stack.logs}")
+            else:
+                shutil.rmtree(home, ignore_errors=True)
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in consecutive slices of `size` (the last one shorter)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """The `p`th percentile of sorted values, interpolated between the two nearest."""
+    if len(ordered) == 1:
+        return ordered[0]
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def save_results(name: str, results: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.node import batch_results
 from tests.provider_proxy import ProviderProxy, ProxyLimits
 from wallet.chain.transport import Transport
 from workers.devstack import Stack
@@ -68,19 +69,13 @@ def plain_fetch(url: str, heights: Sequence[int]) -> dict[str, Any]:
     # Batches of at most PROVIDER_BATCH, each taken from the pace before it is sent.
     node = Transport(url, timeout=60, max_batch=PROVIDER_BATCH, budget=_Pace(PROVIDER_RPS))
 
-    def batch(calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        answers = node.batch(calls)
-        refused = [a["error"] for a in answers if "error" in a]
-        if refused:
-            raise RuntimeError(f"plain fetch refused: {str(refused[0])[:200]}")
-        return [a["result"] for a in answers]
-
     started = time.perf_counter()
     txs = 0
     for start in range(0, len(heights), PROVIDER_BATCH):
-        blocks = batch([("eth_getBlockByNumber", [hex(h), True]) for h in heights[start : start + PROVIDER_BATCH]])
+        wanted = heights[start : start + PROVIDER_BATCH]
+        blocks = batch_results(node, [("eth_getBlockByNumber", [hex(h), True]) for h in wanted])
         hashes = [tx["hash"] for block in blocks for tx in block["transactions"]]
-        receipts = batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+        receipts = batch_results(node, [("eth_getTransactionReceipt", [h]) for h in hashes])
         if any(r is None for r in receipts):
             raise RuntimeError("a receipt is missing")
         txs += len(hashes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +48,13 @@ class EventReader:
     never from end offsets, which some brokers get wrong (Tansu answers the last batch's base + 1)."""
 
     def __init__(self, config: ClientConfig, topics: Sequence[str] = REPLY_TOPICS, *,
-                 from_beginning: bool = False) -> None:
+                 from_beginning: bool = False, consumer_options: Mapping[str, Any] | None = None) -> None:
+        """`consumer_options`: more kafka-python KafkaConsumer options (a latency measurement wants
+        a short `fetch_max_wait_ms`, say)."""
         self._config = config
         self._names = {config.topic(t): t for t in topics}
-        self._consumer = KafkaConsumer(**config.kafka_options(), enable_auto_commit=False)
+        self._consumer = KafkaConsumer(**config.kafka_options(), **(consumer_options or {}),
+                                       enable_auto_commit=False)
         try:
             partitions = []
             for name in self._names:
