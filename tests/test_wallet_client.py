@@ -222,7 +222,13 @@ def test_kafka_signed_send_is_answered_by_its_events(config: ClientConfig, hot_w
 
 
 def test_celery_calls_return_typed_results_and_refusals_carry_the_code(config: ClientConfig) -> None:
+    from celery import current_app
+
+    before = current_app._get_current_object()
     client = CeleryClient(config)
+    # The host service's own Celery app stays its current one (it once became the client's, and
+    # the suite's later `send_transaction.delay()` went to the general queue, unrouted).
+    assert current_app._get_current_object() is before
     try:
         created = client.create_account(count=2, meta={"via": "celery"}, request_id=f"wc-{uuid.uuid4().hex}")
         assert len(created.addresses) == 2 and created.created

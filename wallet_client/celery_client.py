@@ -57,7 +57,10 @@ class CeleryClient:
         from celery import Celery  # optional: only this transport needs it
 
         self.config = config
-        self.app = Celery("wallet-client", broker=config.broker_url, backend=config.result_backend)
+        # Not the process's current app: a service that has a Celery app of its own keeps it (its
+        # shared tasks' .delay() would otherwise go through this one, without its routes).
+        self.app = Celery("wallet-client", broker=config.broker_url, backend=config.result_backend,
+                          set_as_current=False)
         self.app.conf.update(
             broker_transport_options=config.celery_transport_options(),
             result_backend_transport_options=config.celery_transport_options(),

@@ -54,7 +54,7 @@ def kick_relay(stack: Stack) -> None:
     first one BRIDGE_INTERVAL after it starts)."""
     from celery import Celery
 
-    app = Celery("bench", broker=stack.redis_url)
+    app = Celery("bench", broker=stack.redis_url, set_as_current=False)
     app.conf.broker_transport_options = {
         "visibility_timeout": 3600, "global_keyprefix": Keyspace(stack.config.key_prefix).celery_prefix}
     app.send_task("tasks.bridge.relay_outbox", queue="bridge")
