@@ -147,6 +147,9 @@ def test_pool_process_killed_mid_task_its_withdrawal_is_redelivered_and_paid_onc
     stack.send_signal("node", signal.SIGSTOP)
     result = on.celery.send_task(SEND, kwargs=request)
     wait_for(lambda: received(stack, result.id) >= 1, 30, "the key worker to take the withdrawal")
+    # Running in a pool process (blocked on the paused node), not merely received by the main one:
+    # a task still on its way to a pool process is simply handed to the replacement process.
+    wait_for(lambda: result.state == "STARTED", 30, "the withdrawal to run in a pool process")
     children = pool_children(stack, "worker-keys")
     assert children, "the key worker has no pool process"
     for child in children:

@@ -162,12 +162,24 @@ def _send_commands(kafka: KafkaProbe, run: str, first: int, count: int) -> list[
 
 
 def _answers(kafka: KafkaProbe, run: str, expected: int, timeout: float) -> dict[str, set[tuple[str, str]]]:
-    """request id -> {(event_id, address)} of the address.created events of this run."""
-    events = kafka.events("address.created", lambda e: e["meta"].get("run") == run, count=expected,
-                          timeout=timeout)
+    """request id -> {(event_id, address)} of the address.created events of this run, once
+    `expected` distinct requests are answered (an event delivered twice, at least once, does not
+    count twice) or `timeout` runs out."""
     answers: dict[str, set[tuple[str, str]]] = {}
-    for event in events:
-        answers.setdefault(event["payload"]["request_id"], set()).add((event["event_id"], event["payload"]["address"]))
+
+    def collect(messages: list) -> bool:
+        answers.clear()
+        for message in messages:
+            try:
+                event = message.event
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("meta", {}).get("run") == run:
+                answers.setdefault(event["payload"]["request_id"], set()).add(
+                    (event["event_id"], event["payload"]["address"]))
+        return len(answers) >= expected
+
+    kafka.read_all("address.created", collect, timeout=timeout)
     return answers
 
 
