@@ -2,6 +2,7 @@
 
 from wallet.commands import COMMANDS
 from wallet.settings import get_settings
+from wallet.state.keyspace import Keyspace
 
 _settings = get_settings()
 
@@ -59,7 +60,7 @@ def transport_options(url: str, key_prefix: str, visibility_timeout: int) -> dic
             "unacked_mutex_expire": 15,
             # Our Celery keys live under the deployment prefix too, so several deployments can
             # share a Redis and a hygiene scan knows every key it finds is ours.
-            "global_keyprefix": f"{key_prefix}:celery:",
+            "global_keyprefix": Keyspace(key_prefix).celery_prefix,
         }
     # AMQP: a publish returns once the broker has the message (publisher confirms), so a request
     # the caller saw accepted is not lost with a broker that fails right after.
@@ -70,7 +71,7 @@ broker_transport_options = transport_options(broker_url, _settings.key_prefix,
                                              _settings.broker_visibility_timeout_seconds)
 # Celery's heartbeats to the broker (AMQP only; ignored for Redis). Checked twice per interval.
 broker_heartbeat = BROKER_HEARTBEAT_SECONDS
-result_backend_transport_options = {"global_keyprefix": f"{_settings.key_prefix}:celery:"}
+result_backend_transport_options = {"global_keyprefix": Keyspace(_settings.key_prefix).celery_prefix}
 result_expires = 24 * 3600
 
 task_serializer = "json"

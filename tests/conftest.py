@@ -18,6 +18,7 @@ import redis
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
+from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack, StackConfig
 
 # Short timeouts so fault tests see failures and recoveries in seconds, not minutes.
@@ -102,7 +103,7 @@ def celery_client_of(stack: Stack):
         broker_url=stack.broker_url, result_backend=stack.redis_url,
         broker_transport_options=celeryconfig.transport_options(
             stack.broker_url, prefix, Settings().broker_visibility_timeout_seconds),
-        result_backend_transport_options={"global_keyprefix": f"{prefix}:celery:"},
+        result_backend_transport_options={"global_keyprefix": Keyspace(prefix).celery_prefix},
         task_routes=app.conf.task_routes, task_serializer="json", result_serializer="json",
         accept_content=["json"],
     )

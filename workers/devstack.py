@@ -791,7 +791,9 @@ class Stack:
         lease ran out (the relay's: 60 s). Returns how many there were."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         try:
-            stale = list(client.scan_iter(match=f"{_glob_escape(self.key_prefix)}:lock:*", count=1000))
+            from wallet.state.keyspace import Keyspace
+
+            stale = list(client.scan_iter(match=Keyspace(self.key_prefix).locks, count=1000))
             if stale:
                 client.delete(*stale)
             return len(stale)
@@ -874,10 +876,6 @@ def _running(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _rpc(url: str, method: str, params: list, timeout: float = 5.0) -> object:

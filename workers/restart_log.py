@@ -83,7 +83,7 @@ class RestartLog:
 
     def _write(self, restart: ProcessRestarted) -> None:
         event = process_restarted_event(self._chain_id, self._run_id, restart)
-        marker = f"{self._ks.prefix}:supervise:written:{event.envelope.event_id}"
+        marker = self._ks.restart_written(event.envelope.event_id)
         if self._redis.exists(marker):
             return  # written before the connection dropped: the reply was lost, not the write
         pipe = self._redis.pipeline(transaction=True)

@@ -63,11 +63,11 @@ def reseal_authz(client: redis.Redis, keyspace: Keyspace, old: Sealer, new: Seal
 
     reseal(keyspace.authz_state, STATE_CONTEXT)
     prefix = keyspace.authz_decision("")
-    for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+    for key in client.scan_iter(match=Keyspace.matching(prefix), count=1000):
         request_id = key.decode()[len(prefix):]
         reseal(key.decode(), f"decision:{request_id}")
     send_prefix = keyspace.send("")
-    for key in client.scan_iter(match=_glob_escape(send_prefix) + "*", count=1000):
+    for key in client.scan_iter(match=Keyspace.matching(send_prefix), count=1000):
         _retag_send(client, swap, key.decode(), old, new, counts)
     attested = _attest_audit(client, keyspace, old, new)
     return ResealReport(counts.resealed, counts.already, counts.unverified, attested)
@@ -130,7 +130,3 @@ def _opens(sealer: Sealer, context: str, raw: bytes) -> bool:
         return True
     except AuthorizationError:
         return False
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -24,6 +24,12 @@ class Keyspace:
         """SCAN pattern of every lock of this deployment: a start clears what a killed process left."""
         return _glob_escape(self.prefix) + ":lock:*"
 
+    @staticmethod
+    def matching(key_start: str) -> str:
+        """SCAN pattern of every key that starts with `key_start` (one of the names below with an
+        empty id, e.g. `matching(ks.send(""))`)."""
+        return _glob_escape(key_start) + "*"
+
     @property
     def celery_prefix(self) -> str:
         """Celery's own keys (broker queues, results) on a Redis broker: its `global_keyprefix`."""
@@ -78,6 +84,11 @@ class Keyspace:
         """ZSET task id -> when a run last touched it: commands handed to Celery, not yet run to
         an end (wallet/state/accepted.py)."""
         return f"{self.prefix}:accepted"
+
+    def restart_written(self, event_id: str) -> str:
+        """Set once a supervisor's process.restarted event (and its count) is written, so a write
+        whose reply was lost is not made twice (workers/restart_log.py)."""
+        return f"{self.prefix}:supervise:written:{event_id}"
 
     @property
     def resend_lock(self) -> str:
