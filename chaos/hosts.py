@@ -14,6 +14,8 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from workers.devstack import process_running
+
 NS_PREFIX = "chaos-"
 BRIDGE_PREFIX = "cxb"
 # 10.231.<n>.0/24: one /24 per run, <n> picked free; the bridge is .1, hosts from .10.
@@ -61,16 +63,6 @@ class Network:
         return ["ip", "netns", "exec", self.hosts[host].namespace]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _namespaces() -> list[str]:
     out = ip("netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -94,13 +86,13 @@ def remove_leftovers() -> list[str]:
     removed = []
     for namespace in _namespaces():
         match = _NS_RE.match(namespace)
-        if match and not _alive(int(match.group(1), 16)):
+        if match and not process_running(int(match.group(1), 16)):
             _kill_inside(namespace)
             ip("netns", "delete", namespace, check=False)
             removed.append(namespace)
     for bridge in _bridges():
         match = _BRIDGE_RE.match(bridge)
-        if match and not _alive(int(match.group(1), 16)):
+        if match and not process_running(int(match.group(1), 16)):
             ip("link", "delete", bridge, check=False)
             removed.append(bridge)
     return removed

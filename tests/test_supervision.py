@@ -265,6 +265,7 @@ def test_the_stack_rides_out_redis_and_the_node_gone_for_half_a_minute(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two 3-minute outages, then the catch-up
 def test_the_stack_rides_out_redis_and_the_node_gone_for_minutes(
     stack: Stack, kafka: KafkaProbe, chain: Chain, celery_app
 ) -> None:

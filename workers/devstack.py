@@ -677,7 +677,7 @@ class Stack:
         if name in self.procs:
             return self.procs[name].poll() is None
         pid = self.config.pids.get(name)
-        return bool(pid) and _running(pid)
+        return bool(pid) and process_running(pid)
 
     def send_signal(self, name: str, sig: int) -> None:
         pid = self.pid(name)
@@ -863,7 +863,7 @@ class Stack:
             raise StackError(f"block {height} scanned into this stack's Redis is not the node's block {height}: "
                              f"Redis's state is from another chain; {fresh}")
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether `pid` runs: exists and is not a zombie waiting for its (adopted) parent to reap it."""
     try:
         os.kill(pid, 0)
