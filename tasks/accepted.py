@@ -22,7 +22,7 @@ def _publish(task: str, kwargs: dict[str, Any], task_id: str) -> None:
 @shared_task(name="tasks.accepted.resend_lost_commands", ignore_result=True)
 def resend_lost_commands() -> dict[str, int]:
     w = wiring()
-    with only_one(w.redis, w.keyspace.resend_lock, timeout=60) as mine:
+    with only_one(w.redis, w.keyspace.resend_lock, timeout=15) as mine:
         if not mine:
             return {"resent": 0, "given_up": 0}
         lengths = queue_lengths(current_app, {spec.queue for spec in COMMANDS.values()})

@@ -18,11 +18,19 @@ from wallet.errors import ChainIdMismatch, ChainUnavailable, NodeTimedOut, Retry
 log = get_task_logger(__name__)
 
 
+# The scheduler's lease. A tick whose process died, or whose release Redis never saw (killed and
+# restarted from its AOF mid-tick), leaves the lock to its lease: no height is handed out until it
+# runs out (the chaos run saw the watermark stand still for 60 s with the old lease). A tick that
+# outlives it lets a second one plan the same heights again, which their tasks' idempotency makes
+# harmless.
+SCHEDULER_LOCK_SECONDS = 15
+
+
 @shared_task(name="tasks.blocks.schedule_blocks", ignore_result=True)
 def schedule_blocks() -> dict[str, Any]:
     """Read the head, re-check recent hashes, hand out heights, confirm deep-enough deposits."""
     w = wiring()
-    lock = w.redis.lock(w.keyspace.scheduler_lock, timeout=60)
+    lock = w.redis.lock(w.keyspace.scheduler_lock, timeout=SCHEDULER_LOCK_SECONDS)
     if not lock.acquire(blocking=False):
         return {"ran": False}
     try:
