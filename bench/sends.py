@@ -16,7 +16,7 @@ this process, alternating blocks of sends with the real gate (producer signature
 the sealed producer list, policy with per-asset, per-destination and per-transaction limits, the
 reservation written with the decision) and with a gate that lets everything through; the ratio is
 on / off. Also the gate's own cost per request in microseconds: signature check, policy evaluation,
-and the decision write (one WATCHed MULTI/EXEC).
+and the decision write (one WATCHed MULTI/EXEC; in a send it also carries the signed record).
 """
 
 from __future__ import annotations
@@ -102,24 +102,34 @@ BLOCK = 25  # sends per block when alternating gate on / off
 
 
 class OpenGate:
-    """The real gate's interface, letting everything through: the 'authorization off' baseline."""
+    """The real gate's interface, letting everything through: the 'authorization off' baseline. The
+    send record is stored in a transaction of its own, as it would be without a decision."""
 
-    def __init__(self, real) -> None:
-        self._real = real
+    def __init__(self, client) -> None:
+        self._redis = client
 
-    def decision(self, request_id):
-        return None
-
-    def authenticate(self, request, auth):
+    def requester(self, request, auth):
         from wallet.authz.gate import Principal
 
         return Principal("bench")
 
-    def admit(self, request, value, principal):
+    def admit(self, request, value, principal, joined=None):
         from wallet.authz.gate import Decision
 
-        return Decision(request_id=request.request_id, kind=request.kind, outcome="allowed", rule="off",
-                        requester="bench", request=request, decided_at=time.time())
+        decision = Decision(request_id=request.request_id, kind=request.kind, outcome="allowed", rule="off",
+                            requester="bench", request=request, decided_at=time.time())
+        if joined is None:
+            return decision, False
+
+        def write(pipe) -> bool:
+            queue = joined.prepare(pipe)
+            if queue is None:
+                return False
+            pipe.multi()
+            queue(pipe)
+            return True
+
+        return decision, self._redis.transaction(write, *joined.watch, value_from_callable=True)
 
     def seal_record(self, request, sender):
         return None
@@ -147,7 +157,7 @@ def authz_rates(stack: Stack, w) -> dict[str, float]:
                                 "hold_above": 10**18}}
     admin.apply_local("set_policy", {"policy": policy}, f"bench-policy-{uuid.uuid4().hex}")
     on = w.sending
-    off = SendService(w.redis, w.keyspace, w.outbox, w.node, w.signer, w.chain_id, on._timing, OpenGate(on.gate))
+    off = SendService(w.redis, w.keyspace, w.outbox, w.node, w.signer, w.chain_id, on._timing, OpenGate(w.redis))
     expires = int(time.time() + 3600)
 
     def request(i: int):

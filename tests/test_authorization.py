@@ -159,6 +159,58 @@ def test_decisions_are_audited_on_the_stream_and_on_kafka(
     assert key_wiring.authz_gate.audit.verify(mine[0])
 
 
+def test_a_decision_commits_only_together_with_its_signed_record(key_wiring, policy, fresh_account) -> None:
+    """The key worker writes an allowing decision, its reservation and the signed record in one
+    transaction: a record that cannot be stored leaves no decision and reserves nothing, and a
+    reservation taken by another request meanwhile is seen before anything is stored."""
+    from wallet.authz import ledger as rolling
+    from wallet.authz.gate import JoinedWrite, Principal
+    from wallet.errors import PolicyViolation
+    from wallet.sending.store import NonceTaken
+    from wallet.sending.validation import withdrawal_request
+
+    gate, ks, client = key_wiring.authz_gate, key_wiring.keyspace, key_wiring.redis
+    asset = fresh_account().lower()  # a token of its own: its ledger starts empty
+    policy(assets={asset: {"daily": 1000}})
+    ledger = ks.authz_ledger(f"out:{asset}")
+
+    def reserved() -> int:
+        return rolling.total(client.hgetall(ledger), time.time())[0]
+
+    def storing(request_id: str):
+        return lambda pipe: lambda queued: queued.set(ks.send(request_id), "stored with its decision")
+
+    def nonce_taken(pipe):
+        raise NonceTaken("nonce held by another request")
+
+    requester = Principal(PRODUCER.address.lower())
+    first = withdrawal_request(rid("joined"), fresh_account(), 600, asset)
+    with pytest.raises(NonceTaken):
+        gate.admit(first, 600, requester, JoinedWrite((), nonce_taken))
+    assert gate.decision(first.request_id) is None and reserved() == 0
+
+    decision, stored = gate.admit(first, 600, requester, JoinedWrite((ks.send(first.request_id),),
+                                                                      storing(first.request_id)))
+    assert (decision.outcome, stored, reserved()) == ("allowed", True, 600)
+    assert client.get(ks.send(first.request_id)) == b"stored with its decision"
+    again, stored = gate.admit(first, 600, requester, JoinedWrite((), nonce_taken))  # a retry
+    assert (again.outcome, stored, reserved()) == ("allowed", False, 600)
+
+    # Another request reserves the rest while this one is being signed: it is decided again on
+    # what is left, refused, and its record is never stored.
+    second = withdrawal_request(rid("joined"), fresh_account(), 300, asset)
+
+    def raced(pipe):
+        client.hincrby(ledger, str(rolling.slot_of(time.time())), 300)  # 600 + 300 taken
+        return storing(second.request_id)(pipe)
+
+    with pytest.raises(PolicyViolation) as refusal:
+        gate.admit(second, 300, requester, JoinedWrite((ks.send(second.request_id),), raced))
+    assert refusal.value.code == "policy_daily_limit"
+    assert client.get(ks.send(second.request_id)) is None and reserved() == 900
+    client.delete(ks.send(first.request_id))
+
+
 # ---------------------------------------------------------------- policy
 def test_limits_per_transaction_per_day_and_per_destination(
     celery_app, policy, chain: Chain, kafka: KafkaProbe, hot_wallet: str, fresh_account

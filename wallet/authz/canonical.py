@@ -15,8 +15,10 @@ eth-account (`encode_defunct(text=...)`), and is identified by its address, the 
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import coincurve
@@ -56,7 +58,12 @@ class Asks:
     key_id: str
 
     def text(self) -> str:
-        fields = asdict(self)
+        return self._text
+
+    @functools.cached_property
+    def _text(self) -> str:
+        """What is signed (computed once: checking a request needs it twice)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
         fields["from"] = fields.pop("sender")
         return HEADER + "\n" + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

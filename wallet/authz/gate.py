@@ -9,12 +9,15 @@ lets it through (limits, allow-list, holds, freeze), decided once per request id
 - `admit`: after planning (the exact value to sign is known), the policy's verdict and the amount's
   reservation in every rolling 24 h ledger it counts in are written with the sealed decision, the
   audit entry and the events in one WATCHed MULTI/EXEC keyed by request id: a retry finds the
-  decision and counts nothing twice, two concurrent requests cannot both take the last room.
+  decision and counts nothing twice, two concurrent requests cannot both take the last room. The
+  caller may join its own write to it (the send record, signed once the verdict lets it through):
+  an allowed request then costs one transaction, and a decision never exists without its record.
 - Stored send records carry a seal over their request: a record forged in Redis is never re-signed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ from wallet.errors import (
     AuthorizationError,
     PolicyViolation,
     WalletFrozen,
+    ensure_same_request,
 )
 from wallet.events import EVENT_WITHDRAWAL_HELD
 from wallet.outbox import Outbox
@@ -78,6 +82,18 @@ class Principal:
     key_id: str  # the producer's address, or "system"
     digest: str | None = None
     signature_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinedWrite:
+    """Writes that commit only with a decision that lets their request through, in its MULTI/EXEC.
+
+    `prepare` runs under the decision's WATCH (extended to `watch`) once the verdict is known and
+    lets the request through, frozen flag included: it may read, and returns what to queue inside
+    the MULTI, or None to write nothing (the decision is not written either)."""
+
+    watch: tuple[str, ...]
+    prepare: Callable[[redis.client.Pipeline], Callable[[redis.client.Pipeline], None] | None]
 
 
 class Decision(BaseModel):
@@ -122,8 +138,39 @@ class Gate:
         return self._chain_id
 
     # ------------------------------------------------------------------ who asks
-    def authenticate(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None) -> Principal:
-        """Who asks for `request`, if they may.
+    def requester(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None) -> Principal | None:
+        """Who asks for `request`: by the decision already recorded for its request id (a retry
+        after its signature expired, a held request approved since), else authenticated now.
+        None: it is held. One round trip reads the decision and what authenticating needs.
+
+        Raises:
+            AuthorizationError: as `authenticate`; request_conflict for another request under a
+                decided request id.
+            PolicyViolation: it was refused (a retry of a refused request is refused again).
+        """
+        parsed = None
+        if request.kind not in INTERNAL_KINDS and auth is not None:
+            with contextlib.suppress(AuthorizationError):
+                parsed = self._auth_of(auth, request.kind)
+        keys = [self._ks.authz_decision(request.request_id), self._ks.authz_state]
+        if parsed is not None:
+            keys.append(self._ks.authz_signature(canonical.signature_hash(parsed.signature)))
+        raw_decision, raw_state, *used = self._redis.mget(keys)
+        if raw_decision is None:
+            return self.authenticate(request, parsed or auth, fetched=(raw_state, used[0] if used else None))
+        decision = self._open_decision(request.request_id, raw_decision)
+        ensure_same_request(request.request_id, decision.request.identity(), request.identity())
+        if decision.outcome == "held":
+            return None
+        if decision.outcome == "rejected":
+            raise PolicyViolation(decision.code or "rejected", decision.message or "refused by the policy",
+                                  details={"rule": decision.rule})
+        return Principal(decision.requester, decision.digest)
+
+    def authenticate(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None,
+                     fetched: tuple[bytes | None, bytes | None] | None = None) -> Principal:
+        """Who asks for `request`, if they may. `fetched`: the sealed state and the signature's
+        first use, when the caller has read them already.
 
         Raises:
             AuthorizationError: unauthorized_request, signature_invalid, unknown_producer,
@@ -131,10 +178,10 @@ class Gate:
         """
         try:
             if request.kind in INTERNAL_KINDS:
-                return self._internal(request)
+                return self._internal(request, fetched[0] if fetched else None)
             auth = self._auth_of(auth, request.kind)
             asks = canonical.asks_for_send(self._chain_id, request, auth.expires_at, auth.key_id)
-            return self._check_signature(asks, auth, ROLE_PRODUCER)
+            return self._check_signature(asks, auth, ROLE_PRODUCER, fetched)
         except AuthorizationError as exc:
             self.audit.refused(self._redis, {"request_id": request.request_id, "kind": request.kind,
                                              "outcome": "refused", "code": exc.code,
@@ -167,10 +214,11 @@ class Gate:
             raise AuthorizationError(AUTHZ_UNAUTHORIZED, f"auth is malformed: {exc.error_count()} field error(s)") \
                 from None
 
-    def _check_signature(self, asks: canonical.Asks, auth: RequestAuth, role: str) -> Principal:
+    def _check_signature(self, asks: canonical.Asks, auth: RequestAuth, role: str,
+                         fetched: tuple[bytes | None, bytes | None] | None = None) -> Principal:
         sig_hash = canonical.signature_hash(auth.signature)
         # The producer list and the signature's first use in one round trip: this runs per request.
-        raw_state, used = self._redis.mget(self._ks.authz_state, self._ks.authz_signature(sig_hash))
+        raw_state, used = fetched or self._redis.mget(self._ks.authz_state, self._ks.authz_signature(sig_hash))
         state = self.registry.load(raw_state, fetched=True)
         if used is not None and used.decode() != asks.request_id:
             raise AuthorizationError(AUTHZ_REPLAYED, f"this signature was already used for request {used.decode()!r}",
@@ -190,8 +238,8 @@ class Gate:
             raise AuthorizationError(AUTHZ_EXPIRED, f"expires_at is more than {MAX_TTL_SECONDS} s ahead")
         return Principal(auth.key_id.lower(), asks.digest(), sig_hash)
 
-    def _internal(self, request: SendRequest) -> Principal:
-        policy = self.registry.load().policy
+    def _internal(self, request: SendRequest, raw_state: bytes | None = None) -> Principal:
+        policy = (self.registry.load(raw_state, fetched=True) if raw_state is not None else self.registry.load()).policy
         if request.kind == KIND_SWEEP:
             if not policy.cold_wallet or (request.to or "").lower() != policy.cold_wallet.lower():
                 raise AuthorizationError(AUTHZ_UNAUTHORIZED, "a sweep goes only to the cold wallet of the sealed "
@@ -219,11 +267,14 @@ class Gate:
     def _seal_decision(self, decision: Decision) -> bytes:
         return self._sealer.seal(f"decision:{decision.request_id}", decision.model_dump_json().encode())
 
-    def admit(self, request: SendRequest, value: int, principal: Principal) -> Decision:
-        """The policy's decision on `request` moving `value`, recorded once with its reservation.
+    def admit(self, request: SendRequest, value: int, principal: Principal,
+              joined: JoinedWrite | None = None) -> tuple[Decision, bool]:
+        """The policy's decision on `request` moving `value`, recorded once with its reservation,
+        and whether `joined` was committed with it (only with a new decision letting it through).
 
         Raises:
             PolicyViolation: the policy refuses it (the refusal is recorded too: a retry gets it again).
+            Whatever `joined.prepare` raises (nothing is written then).
         """
         movements = movements_of(request, value)
         reserve: dict[str, int] = {}
@@ -233,13 +284,13 @@ class Gate:
         key = self._ks.authz_decision(request.request_id)
         ledgers = {name: self._ks.authz_ledger(name) for name in reserve}
 
-        def write(pipe: redis.client.Pipeline) -> Decision:
+        def write(pipe: redis.client.Pipeline) -> tuple[Decision, bool]:
             # Every read of the decision in one round trip (this runs once per request, and again
             # only when a concurrent request changed a watched key).
             raw, raw_state, *entries = pipe.eval(_READ_DECISION_INPUTS, 2 + len(ledgers), key,
                                                  self._ks.authz_state, *ledgers.values())
             if raw is not None:
-                return self._open_decision(request.request_id, raw)
+                return self._open_decision(request.request_id, raw), False
             state = self.registry.load(raw_state, fetched=True)
             now = self._clock()
             spent: dict[str, int] = {}
@@ -255,7 +306,14 @@ class Gate:
                                 reserved={} if verdict.outcome == "rejected" else
                                 {name: str(amount) for name, amount in reserve.items()},
                                 decided_at=now)
+            queue = None
+            if joined is not None and decision.outcome == "allowed":
+                queue = joined.prepare(pipe)
+                if queue is None:
+                    return decision, False
             pipe.multi()
+            if queue is not None:
+                queue(pipe)
             for ledger, fields in stale.items():
                 if fields:
                     pipe.hdel(ledger, *fields)
@@ -272,14 +330,14 @@ class Gate:
             if held:
                 pipe.zadd(self._ks.authz_held, {request.request_id: now})
             self._announce(pipe, decision, EVENT_WITHDRAWAL_HELD.replace("withdrawal", request.kind) if held else None)
-            return decision
+            return decision, queue is not None
 
-        decision = self._redis.transaction(write, key, self._ks.authz_state, *ledgers.values(),
-                                           value_from_callable=True)
+        decision, committed = self._redis.transaction(write, key, self._ks.authz_state, *ledgers.values(),
+                                                      *(joined.watch if joined else ()), value_from_callable=True)
         if decision.outcome == "rejected":
             raise PolicyViolation(decision.code or POLICY_FROZEN, decision.message,
                                   details={"rule": decision.rule})
-        return decision
+        return decision, committed
 
     def _announce(self, pipe: redis.client.Pipeline, decision: Decision, extra_type: str | None) -> None:
         sender = decision.request.sender or self._hot_wallet()

@@ -33,13 +33,12 @@ from typing import Any
 import redis
 
 from wallet.authz.canonical import RequestAuth
-from wallet.authz.gate import Gate, Principal
+from wallet.authz.gate import Gate, JoinedWrite, Principal
 from wallet.custody.signer import Signer
 from wallet.errors import (
     SEND_UNKNOWN_SENDER,
     BroadcastUncertain,
     InvalidCommand,
-    PolicyViolation,
     ensure_same_request,
 )
 from wallet.events import OutgoingEvent
@@ -135,7 +134,7 @@ class SendService:
         if rejected is not None:
             return SendOutcome(request.request_id, request.kind, "rejected", request.sender, None, None,
                                created=False, code=rejected)
-        principal = self._principal(request, auth)
+        principal = self.gate.requester(request, auth)
         if principal is None:
             return self._held(request)
         sender = request.sender or self.hot_wallet()
@@ -154,31 +153,13 @@ class SendService:
     def prepare(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None = None) -> SendOutcome:
         """Sign and store without broadcasting: the state a send leaves when its process dies
         between the two. `resume` (or the tracker, or a retried send) broadcasts it."""
-        principal = self._principal(request, auth)
+        principal = self.gate.requester(request, auth)
         sender = request.sender or self.hot_wallet()
         with self.nonces.lock(sender):
             record, created = self._sign_new(request, sender, None, principal)
             if record is None:
                 return self._held(request)
             return SendOutcome.of(record, created)
-
-    def _principal(self, request: SendRequest, auth: RequestAuth | dict[str, Any] | None) -> Principal | None:
-        """Who asked, authenticated now or by the decision already recorded for this request id
-        (a retry after the signature expired, or a request approved by a second key). None: held.
-
-        Raises:
-            AuthorizationError, PolicyViolation: refused (a retry of a refused request is refused again).
-        """
-        decision = self.gate.decision(request.request_id)
-        if decision is None:
-            return self.gate.authenticate(request, auth)
-        ensure_same_request(request.request_id, decision.request.identity(), request.identity())
-        if decision.outcome == "held":
-            return None
-        if decision.outcome == "rejected":
-            raise PolicyViolation(decision.code or "rejected", decision.message or "refused by the policy",
-                                  details={"rule": decision.rule})
-        return Principal(decision.requester, decision.digest)
 
     def _held(self, request: SendRequest) -> SendOutcome:
         return SendOutcome(request.request_id, request.kind, "held", request.sender, None, None, created=False)
@@ -233,19 +214,50 @@ class SendService:
     # ------------------------------------------------------------------ signing
     def _sign_new(self, request: SendRequest, sender: str, abi: list[dict[str, Any]] | None,
                   principal: Principal) -> tuple[SendRecord | None, bool]:
-        """Plan, admit (the policy sees the exact value), sign, store. (None, False): held."""
+        """Plan, admit (the policy sees the exact value), sign, store. (None, False): held.
+
+        A new decision that lets the request through is written in one transaction with the signed
+        record and its nonce claim: the key is used only after the verdict, and under WATCH of
+        the frozen flag, so a freeze stops it as surely as a separate check would."""
         plan = self.planner.plan(request, sender, abi)
         counted = plan.value if request.asset == ETH else request.amount
-        if self.gate.admit(request, counted, principal).outcome == "held":
-            return None, False
         seal = self.gate.seal_record(request, sender)
+        due_at = now() + self._timing.rebroadcast_after_seconds
+        signed: list[SendRecord] = []  # what the last run of the joined write stored, if it committed
+
+        def sign_and_store(pipe: redis.client.Pipeline) -> Any:
+            nonce = self.nonces.next_free(sender, plan.node_pending_nonce)
+            # Run again when a watched key changed (a confirmation releasing another nonce of this
+            # sender, often): the same nonce keeps the transaction already signed.
+            if not signed or signed[0].nonce != nonce:
+                signed[:] = [SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
+                                        attempts=[self._sign(sender, plan, nonce, frozen_checked=True)],
+                                        created_at=now(), seal=seal)]
+            return self.store.creating(pipe, signed[0], due_at)
+
+        for _ in range(MAX_BROADCAST_ROUNDS):
+            try:
+                decision, stored = self.gate.admit(request, counted, principal, JoinedWrite(
+                    self.store.keys_of(request.request_id, sender), sign_and_store))
+            except NonceTaken:
+                continue  # a send whose lock lapsed took it first: the next free nonce
+            if decision.outcome == "held":
+                return None, False
+            if stored:
+                return signed[0], True
+            # Decided before (a held request approved since): signed and stored on its own.
+            return self._store_new(request, sender, plan, seal, due_at)
+        raise BroadcastUncertain(f"could not claim a free nonce for {sender}")
+
+    def _store_new(self, request: SendRequest, sender: str, plan: TxPlan, seal: str | None,
+                   due_at: float) -> tuple[SendRecord, bool]:
         for _ in range(MAX_BROADCAST_ROUNDS):
             nonce = self.nonces.next_free(sender, plan.node_pending_nonce)
             record = SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
                                 attempts=[self._sign(sender, plan, nonce)], created_at=now(), seal=seal)
             try:
                 # Stored before any broadcast: a crash from here on rebroadcasts these bytes.
-                if self.store.create(record, due_at=now() + self._timing.rebroadcast_after_seconds):
+                if self.store.create(record, due_at=due_at):
                     return record, True
             except NonceTaken:
                 continue  # a send whose lock lapsed took it first: the next free nonce
@@ -254,8 +266,9 @@ class SendService:
             return stored, False
         raise BroadcastUncertain(f"could not claim a free nonce for {sender}")
 
-    def _sign(self, sender: str, plan: TxPlan, nonce: int) -> Attempt:
-        self.gate.ensure_not_frozen()  # every new signature, on every worker, stops at once
+    def _sign(self, sender: str, plan: TxPlan, nonce: int, frozen_checked: bool = False) -> Attempt:
+        if not frozen_checked:
+            self.gate.ensure_not_frozen()  # every new signature, on every worker, stops at once
         signed = self._signer.sign_transaction(sender, plan.tx_dict(self._chain_id, nonce))
         return Attempt(tx_hash=signed.tx_hash.lower(), raw="0x" + signed.raw.hex(), nonce=nonce, gas=plan.gas,
                        value=plan.value, fees=plan.fees, signed_at=now())

@@ -41,30 +41,51 @@ class SendStore:
         values = self._redis.mget([self._ks.send(r) for r in request_ids])
         return [SendRecord.model_validate_json(v) if v is not None else None for v in values]
 
+    def keys_of(self, request_id: str, sender: str) -> tuple[str, str]:
+        """What creating a record reads, to be watched: the record and its sender's nonce claims."""
+        return self._ks.send(request_id), self._ks.sender_nonces(sender)
+
+    def creating(self, pipe: redis.client.Pipeline, record: SendRecord, due_at: float,
+                 events: list[OutgoingEvent] | None = None) -> Callable[[redis.client.Pipeline], None] | None:
+        """The creation of `record`, checked under WATCH of `keys_of` (the caller's transaction):
+        the writes to queue inside its MULTI, or None when the request already has a record.
+
+        Raises:
+            NonceTaken: the nonce is held by another request (the caller signs again on a free one).
+        """
+        key, nonces = self.keys_of(record.request.request_id, record.sender)
+        if pipe.exists(key):
+            return None
+        holder = pipe.hget(nonces, record.nonce)
+        if holder is not None and holder.decode() != record.request.request_id:
+            raise NonceTaken(f"nonce {record.nonce} of {record.sender} is held by another request")
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            pipe.set(key, record.model_dump_json())
+            pipe.hset(nonces, record.nonce, record.request.request_id)
+            pipe.zadd(self._ks.sends_inflight, {record.request.request_id: due_at})
+            for event in events or []:
+                self._outbox.append(pipe, event)
+
+        return queue
+
     def create(self, record: SendRecord, due_at: float, events: list[OutgoingEvent] | None = None) -> bool:
         """Store a new record with its nonce claim. False when the request already has a record.
 
         Raises:
             NonceTaken: the nonce is held by another request (the caller signs again on a free one).
         """
-        key = self._ks.send(record.request.request_id)
-        nonces = self._ks.sender_nonces(record.sender)
 
         def write(pipe: redis.client.Pipeline) -> bool:
-            if pipe.exists(key):
+            queue = self.creating(pipe, record, due_at, events)
+            if queue is None:
                 return False
-            holder = pipe.hget(nonces, record.nonce)
-            if holder is not None and holder.decode() != record.request.request_id:
-                raise NonceTaken(f"nonce {record.nonce} of {record.sender} is held by another request")
             pipe.multi()
-            pipe.set(key, record.model_dump_json())
-            pipe.hset(nonces, record.nonce, record.request.request_id)
-            pipe.zadd(self._ks.sends_inflight, {record.request.request_id: due_at})
-            for event in events or []:
-                self._outbox.append(pipe, event)
+            queue(pipe)
             return True
 
-        return self._redis.transaction(write, key, nonces, value_from_callable=True)
+        return self._redis.transaction(write, *self.keys_of(record.request.request_id, record.sender),
+                                       value_from_callable=True)
 
     def update(self, request_id: str, mutate: Callable[[SendRecord], Change],
                due_at: float | None = None) -> SendRecord | None:
