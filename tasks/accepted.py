@@ -8,9 +8,9 @@ from celery import current_app, shared_task
 
 from tasks.broker import queue_lengths
 from tasks.deps import wiring
-from tasks.locks import only_one
 from wallet.commands import COMMANDS
 from wallet.services.resend import resend_untouched
+from wallet.state.locks import only_one
 
 QUEUE_OF = {spec.task: spec.queue for spec in COMMANDS.values()}
 
@@ -22,7 +22,7 @@ def _publish(task: str, kwargs: dict[str, Any], task_id: str) -> None:
 @shared_task(name="tasks.accepted.resend_lost_commands", ignore_result=True)
 def resend_lost_commands() -> dict[str, int]:
     w = wiring()
-    with only_one(w.redis, w.keyspace.resend_lock, timeout=15) as mine:
+    with only_one(w.locks.resend()) as mine:
         if not mine:
             return {"resent": 0, "given_up": 0}
         lengths = queue_lengths(current_app, {spec.queue for spec in COMMANDS.values()})

@@ -14,26 +14,18 @@ from celery.utils.log import get_task_logger
 from tasks.deps import wiring
 from wallet.deposits.scanner import height_groups
 from wallet.errors import ChainIdMismatch, ChainUnavailable, NodeTimedOut, RetryableError, WalletError
+from wallet.state.locks import only_one
 
 log = get_task_logger(__name__)
-
-
-# The scheduler's lease. A tick whose process died, or whose release Redis never saw (killed and
-# restarted from its AOF mid-tick), leaves the lock to its lease: no height is handed out until it
-# runs out (the chaos run saw the watermark stand still for 60 s with the old lease). A tick that
-# outlives it lets a second one plan the same heights again, which their tasks' idempotency makes
-# harmless.
-SCHEDULER_LOCK_SECONDS = 15
 
 
 @shared_task(name="tasks.blocks.schedule_blocks", ignore_result=True)
 def schedule_blocks() -> dict[str, Any]:
     """Read the head, re-check recent hashes, hand out heights, confirm deep-enough deposits."""
     w = wiring()
-    lock = w.redis.lock(w.keyspace.scheduler_lock, timeout=SCHEDULER_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
-        return {"ran": False}
-    try:
+    with only_one(w.locks.scheduler()) as mine:
+        if not mine:
+            return {"ran": False}
         try:
             # A node of another chain is never scanned; what it offers is shown by `scan status`.
             w.node_profiles.probe_if_due(w.rpc)
@@ -61,9 +53,6 @@ def schedule_blocks() -> dict[str, Any]:
         w.scanner.mark_scheduled(plan)
         confirmed = w.scanner.confirm(head)
         return {"ran": True, "head": head, "scheduled": len(plan.heights), "confirmed": confirmed}
-    finally:
-        with contextlib.suppress(redis.exceptions.LockError):
-            lock.release()
 
 
 # A block task retries until the node and Redis answer: a height is never given up on. Nor is it

@@ -49,9 +49,8 @@ def relay_outbox() -> dict[str, Any]:
         raise
     log.debug("relay: outbox durability by %s", guarantee)
     pub = publisher()
-    lock = w.redis.lock(w.keyspace.bridge_lock, timeout=w.settings.bridge_lock_seconds)
     summary = run_relay(
-        w.outbox, pub, lock,
+        w.outbox, pub, w.locks.bridge(w.settings.bridge_lock_seconds),
         budget_seconds=w.settings.bridge_budget_seconds,
         batch_size=w.settings.bridge_batch_size, metrics=w.metrics, stopping=_shutting_down.is_set,
         durable=w.durability.barrier,

@@ -9,12 +9,12 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from tasks.deps import wiring
-from tasks.locks import only_one
 from wallet.errors import COMMAND_INVALID_FIELDS, AuthorizationError, InvalidCommand, RetryableError
 from wallet.sending.model import SendRequest
 from wallet.sending.service import SendOutcome
 from wallet.sending.validation import withdrawal_request
 from wallet.services.rejections import reject_command
+from wallet.state.locks import only_one
 
 log = get_task_logger(__name__)
 
@@ -166,7 +166,7 @@ def change_authorization(self, op: str, body: dict[str, Any], request_id: str | 
 def track_transactions() -> dict[str, Any]:
     """Beat: confirm or fail what was mined K deep; hand stuck requests to the key worker."""
     w = wiring()
-    with only_one(w.redis, w.keyspace.tracker_lock, timeout=60) as mine:
+    with only_one(w.locks.tracker()) as mine:
         if not mine:
             return {"ran": False}
         result = w.tracker.tick()

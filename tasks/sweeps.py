@@ -7,14 +7,14 @@ from typing import Any
 from celery import shared_task
 
 from tasks.deps import wiring
-from tasks.locks import only_one
 from tasks.sending import execute_request
+from wallet.state.locks import only_one
 
 
 @shared_task(name="tasks.sweeps.plan_sweeps", ignore_result=True)
 def plan_sweeps() -> dict[str, Any]:
     w = wiring()
-    with only_one(w.redis, w.keyspace.sweep_lock, timeout=120) as mine:
+    with only_one(w.locks.sweeps()) as mine:
         if not mine:
             return {"ran": False}
         work = w.sweeps.tick()

@@ -10,6 +10,7 @@ import redis
 from tests.kafka_probe import KafkaProbe
 from wallet.custody.keys import address_of
 from wallet.events import event_id_for
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack
 
@@ -38,7 +39,7 @@ def test_create_account_command_on_kafka_yields_one_address_created_event(
     assert event["chain_id"] == 31337
     assert event["meta"] == {"mark": mark, "user": 42}
     assert event["event_id"] == event_id_for(31337, "address.created", address.lower())
-    assert redis_client.sismember(KS.watched, address.lower())
+    assert DepositBook(redis_client, KS).is_watched(address)
 
     # Exactly one: a later command's event is behind it on the same partition, and nothing for
     # this request came in between or after.
@@ -71,7 +72,7 @@ def test_direct_task_batch_creates_hd_derived_watched_addresses(
     for address in addresses:
         assert redis_client.hget(KS.sealed_keys, address.lower()) is None
         assert address_of(key_wiring.vault.private_key_for(address)) == address
-        assert redis_client.sismember(KS.watched, address.lower())
+        assert DepositBook(redis_client, KS).is_watched(address)
 
 
 def test_same_request_id_twice_creates_once(kafka: KafkaProbe, celery_app) -> None:

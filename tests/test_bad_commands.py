@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.kafka_probe import KafkaProbe
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 
 PREFIX = "wtest"
@@ -45,7 +46,8 @@ def test_bad_command_yields_one_error_and_nothing_else(
 ) -> None:
     mark = uuid.uuid4().hex
     _, raw, code = next(c for c in _cases(mark) if c[0] == case)
-    watched_before = redis_client.scard(KS.watched)
+    book = DepositBook(redis_client, KS)
+    watched_before = book.watched_count()
 
     kafka.send("command", raw)
     [event] = kafka.events("errors", lambda e: mark in e["payload"]["request"]["raw"])
@@ -62,7 +64,7 @@ def test_bad_command_yields_one_error_and_nothing_else(
     kafka.send("command", {"type": "create_account", "meta": {"mark": good}})
     assert kafka.events("address.created", lambda e: e["meta"].get("mark") == good)
     # ...and the bad one left nothing behind: only the good one was added.
-    assert redis_client.scard(KS.watched) == watched_before + 1
+    assert book.watched_count() == watched_before + 1
     # One error, not one per retry or redelivery (the good command's answer, after it, is the marker).
     assert len([e for e in kafka.so_far("errors") if e["type"] == "command.rejected"
                 and mark in e["payload"]["request"].get("raw", "")]) == 1

@@ -13,6 +13,8 @@ import redis
 
 from wallet.custody.master_key import load_master_key
 from wallet.errors import MasterKeyInvalid, MasterKeyMissing
+from wallet.state.deposits import DepositBook
+from wallet.state.keyspace import Keyspace
 from workers.devstack import REPO_ROOT, Stack
 
 PREFIX = "wtest"
@@ -75,4 +77,4 @@ def test_signer_signs_for_a_managed_address_and_the_node_accepts_it(
     assert chain.w3.eth.get_balance(chain.funder.address) == before + 12345
     hot = wiring.signer.hot_wallet_address()
     assert hot == wiring.signer.hot_wallet_address()
-    assert not redis.Redis.from_url(stack.redis_url).sismember("wtest:watched", hot.lower())
+    assert not DepositBook(redis.Redis.from_url(stack.redis_url), Keyspace(PREFIX)).is_watched(hot)

@@ -11,13 +11,19 @@ import redis
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
+from wallet.state.blocks import BlockLedger
 from wallet.state.keyspace import Keyspace
+from wallet.state.locks import BLOCK_LOCK_SECONDS, SCHEDULER_LOCK_SECONDS, Locks
 from workers.devstack import Stack, wait_for
 
 PREFIX = "wtest"
 KS = Keyspace(PREFIX)
 
 
+def at_least(client: redis.Redis, height: int) -> bool:
+    """Whether the watermark has reached `height`."""
+    watermark = BlockLedger(client, KS).watermark()
+    return watermark is not None and watermark >= height
 
 
 def seen(kafka: KafkaProbe, to: str, count: int = 1, timeout: float = 60):
@@ -42,10 +48,10 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     # No backlog first: a height scanned together with earlier ones goes to process_blocks, and
     # this test waits for the single-height task the tip gets.
     head = chain.head()
-    wait_for(lambda: int(redis_client.get(KS.watermark) or -1) >= head, 60, "the scanner at the head")
+    wait_for(lambda: at_least(redis_client, head), 60, "the scanner at the head")
     height = head + 1
     # Holding the block's lock parks the worker inside process_block(height), after its fetch.
-    block_lock = redis_client.lock(KS.block_lock(height), timeout=120)
+    block_lock = Locks(redis_client, KS).block(height, lease_seconds=120)
     assert block_lock.acquire(blocking=False)
     try:
         receipt = chain.send_eth(to, 4242)
@@ -65,7 +71,7 @@ def test_worker_killed_while_processing_a_block_loses_nothing(
     [event] = seen(kafka, to, timeout=90)
     assert event["payload"]["amount"] == "4242"
     # Exactly once, and the watermark went past the block: nothing was skipped.
-    wait_for(lambda: int(redis_client.get(KS.watermark)) >= height, 60, "the watermark")
+    wait_for(lambda: at_least(redis_client, height), 60, "the watermark")
     assert len([e for e in kafka.so_far("transaction") if e["type"] == "deposit.seen"
                 and e["payload"]["to"] == to]) == 1
 
@@ -76,14 +82,12 @@ def test_a_block_lock_left_by_a_lost_acquire_stalls_its_height_only_briefly(
     """Found by the chaos run: Redis paused while a block task took its height's lock, the SET
     landed but its reply never came, so the lock was held by nobody for its whole lease (120 s) and
     the watermark stood still. The lease now covers only Redis work: such a lock costs seconds."""
-    from wallet.deposits.scanner import BLOCK_LOCK_SECONDS
-
     to = new_address()
     head = chain.head()
-    wait_for(lambda: int(redis_client.get(KS.watermark) or -1) >= head, 60, "the scanner at the head")
+    wait_for(lambda: at_least(redis_client, head), 60, "the scanner at the head")
     height = head + 1
     # What the lost acquire leaves: the lock set, under a token no process knows.
-    assert redis_client.set(KS.block_lock(height), "lost-reply-token", nx=True, px=BLOCK_LOCK_SECONDS * 1000)
+    assert Locks(redis_client, KS).block(height).acquire(blocking=False, token="lost-reply-token")
     started = time.monotonic()
     receipt = chain.send_eth(to, 4343)
     assert receipt["blockNumber"] == height
@@ -97,13 +101,12 @@ def test_a_scheduler_lock_left_by_a_dead_tick_stalls_scanning_only_briefly(
 ) -> None:
     """Found by the chaos run: Redis killed mid-tick, the scheduler's release never reached it, and
     no height was handed out for the lock's 60 s lease. The lease is now short."""
-    from tasks.blocks import SCHEDULER_LOCK_SECONDS
-
     to = new_address()
     head = chain.head()
-    wait_for(lambda: int(redis_client.get(KS.watermark) or -1) >= head, 60, "the scanner at the head")
+    wait_for(lambda: at_least(redis_client, head), 60, "the scanner at the head")
     # What the dead tick leaves: the lock set, under a token no process knows, for its whole lease.
-    redis_client.set(KS.scheduler_lock, "dead-tick-token", px=SCHEDULER_LOCK_SECONDS * 1000)
+    dead_tick = Locks(redis_client, KS).scheduler()
+    wait_for(lambda: dead_tick.acquire(blocking=False, token="dead-tick-token"), 10, "the scheduler lock")
     started = time.monotonic()
     chain.send_eth(to, 4444)
     [event] = seen(kafka, to, timeout=SCHEDULER_LOCK_SECONDS + 45)

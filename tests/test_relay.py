@@ -11,6 +11,8 @@ import redis
 from wallet.bridge import relay_once, run_relay
 from wallet.events import address_created_event
 from wallet.outbox import STREAM_START, Outbox, OutboxEntry
+from wallet.state.keyspace import Keyspace
+from wallet.state.locks import Locks
 
 
 class FlakyPublisher:
@@ -53,15 +55,13 @@ def test_partial_ack_deletes_only_the_acknowledged_prefix_and_resends_in_order(r
 
 def test_run_relay_skips_when_another_relay_holds_the_lock(redis_client) -> None:
     outbox, _ = _outbox(redis_client, 1)
-    key = f"wtest:relay-lock:{uuid.uuid4().hex}"
-    held = redis_client.lock(key, timeout=10)
+    locks = Locks(redis_client, Keyspace(f"wtest-relay-{uuid.uuid4().hex}"))
+    held = locks.bridge(10)
     assert held.acquire(blocking=False)
-    summary = run_relay(outbox, FlakyPublisher([]), redis_client.lock(key, timeout=10),
-                        budget_seconds=0.5, batch_size=10)
+    summary = run_relay(outbox, FlakyPublisher([]), locks.bridge(10), budget_seconds=0.5, batch_size=10)
     assert not summary.ran and len(outbox) == 1
     held.release()
-    summary = run_relay(outbox, FlakyPublisher([]), redis_client.lock(key, timeout=10),
-                        budget_seconds=0.5, batch_size=10)
+    summary = run_relay(outbox, FlakyPublisher([]), locks.bridge(10), budget_seconds=0.5, batch_size=10)
     assert summary.ran and summary.forwarded == 1 and len(outbox) == 0
 
 

@@ -34,6 +34,7 @@ from wallet.services.reads import Reads
 from wallet.settings import Settings
 from wallet.state.accepted import AcceptedTasks
 from wallet.state.keyspace import Keyspace
+from wallet.state.locks import Locks
 
 
 class Wiring:
@@ -49,6 +50,10 @@ class Wiring:
     @cached_property
     def keyspace(self) -> Keyspace:
         return Keyspace(self.settings.key_prefix)
+
+    @cached_property
+    def locks(self) -> Locks:
+        return Locks(self.redis, self.keyspace)
 
     @cached_property
     def accepted(self) -> AcceptedTasks:

@@ -2,7 +2,7 @@
 measured deployment alone: where one block's time goes, and a what-if without a task per height.
 
 Public APIs only: RpcClient.batch / fetch_blocks, the mappers, DepositScanner.process_block(s) and
-the per-height lock's key. The scanner's recording step alone is not public, so it is not timed on
+the per-height lock (Locks.block). The scanner's recording step alone is not public, so it is not timed on
 its own: `process_block_beyond_fetch` (process_block's mean less fetch_blocks') is what finding,
 the lock and recording cost together.
 """
@@ -20,8 +20,8 @@ import redis
 from bench.blocks.knobs import PREFIX, REQUIRED_CONFIRMATIONS
 from bench.common import chunked
 from wallet.chain import mappers
-from wallet.deposits.scanner import BLOCK_LOCK_SECONDS
 from wallet.settings import Settings
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 from wallet.wiring import Wiring
 from workers.devstack import Stack
@@ -39,7 +39,7 @@ def scratch_wiring(stack: Stack, key_prefix: str) -> Wiring:
         key_prefix=key_prefix, trace_internal_transfers=False, scan_fetch_parallelism=1,
         required_confirmations=REQUIRED_CONFIRMATIONS,
     ))
-    wiring.redis.sunionstore(wiring.keyspace.watched, [Keyspace(PREFIX).watched])
+    DepositBook(wiring.redis, wiring.keyspace).watch_as(Keyspace(PREFIX))
     return wiring
 
 
@@ -74,8 +74,7 @@ def profile_block(stack: Stack, heights: list[int]) -> dict[str, dict[str, float
         t2 = time.perf_counter()
         rpc.fetch_blocks([h], with_traces=False)
         t3 = time.perf_counter()
-        with w.redis.lock(w.keyspace.block_lock(h), timeout=BLOCK_LOCK_SECONDS,
-                          blocking_timeout=BLOCK_LOCK_SECONDS + 10):
+        with w.locks.block(h):
             pass
         t4 = time.perf_counter()
         timings["rpc"].append(t1 - t0)

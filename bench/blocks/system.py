@@ -16,6 +16,8 @@ from bench.blocks.deposit_listener import DepositListener
 from bench.blocks.knobs import PREFIX, SYSTEM_TIMEOUT
 from bench.common import chunked
 from bench.cpu import cpu_per_block, cpu_seconds, cpu_share
+from wallet.state.blocks import BlockLedger
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 from workers.devstack import Stack
 
@@ -27,9 +29,9 @@ _TASK_DONE = re.compile(r"Task tasks\.blocks\.process_blocks?\[[^\]]+\] succeede
 def add_watched(client: redis.Redis, key_prefix: str, addresses: list[bytes]) -> float:
     """Put `addresses` in the deployment's watched set; returns the seconds it took."""
     started = time.perf_counter()
-    key = Keyspace(key_prefix).watched
+    book = DepositBook(client, Keyspace(key_prefix))
     for chunk in chunked(addresses, 10_000):
-        client.sadd(key, *("0x" + a.hex() for a in chunk))
+        book.watch("0x" + a.hex() for a in chunk)
     return time.perf_counter() - started
 
 
@@ -93,7 +95,7 @@ def run_system(
     the last of `heights` and every expected deposit.seen of `heights` was read from Kafka.
     `after_start` runs after each start (pinning the new processes)."""
     last = heights[1]
-    watermark_key = Keyspace(stack.config.key_prefix).watermark
+    ledger = BlockLedger(r, Keyspace(stack.config.key_prefix))
     worker_log_offset = log_size(stack, "worker")
     stack.start(["worker", "bridge"])
     if after_start is not None:
@@ -108,9 +110,9 @@ def run_system(
     watermark_at = None
     deadline = time.monotonic() + SYSTEM_TIMEOUT
     while True:
-        wm = r.get(watermark_key)
+        wm = ledger.watermark()
         now = time.perf_counter()
-        if watermark_at is None and wm is not None and int(wm) >= last:
+        if watermark_at is None and wm is not None and wm >= last:
             watermark_at = now
         distinct, events, last_event = listener.seen(started, heights)
         if watermark_at is not None and distinct >= expected:

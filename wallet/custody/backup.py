@@ -21,6 +21,7 @@ from wallet.custody.seed_store import SEED_CONTEXT
 from wallet.custody.vault import KeyVault
 from wallet.errors import CustodyError, SeedMissing
 from wallet.events import utc_now
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 
 BACKUP_FORMAT = "eth-wallet-manager/hd-seed/v1"
@@ -102,7 +103,7 @@ def import_seed(client: redis.Redis, keyspace: Keyspace, vault: KeyVault, backup
                 pipe.set(keyspace.hd_seed, blob, nx=not replace)
                 if addresses:
                     pipe.hset(keyspace.hd_index, mapping={a: i for i, a in enumerate(lowered)})
-                    pipe.sadd(keyspace.watched, *lowered)
+                    DepositBook(client, keyspace).watch_in(pipe, lowered)
                     for a in lowered:
                         pipe.hsetnx(keyspace.accounts, a, facts)
                 pipe.execute()

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 
-import orjson
 import redis
 
 from wallet.chain.health import ChainHealth
 from wallet.chain.model import BlockBundle, BlockRef
 from wallet.chain.rpc import RpcClient
-from wallet.deposits.finder import chunks, find_deposits
+from wallet.deposits.finder import find_deposits
 from wallet.deposits.model import (
     ETH,
     ETH_DECIMALS,
@@ -33,26 +32,18 @@ from wallet.deposits.model import (
     Deposit,
     TokenInfo,
     deposit_event,
-    deposit_from_json,
-    deposit_to_json,
 )
 from wallet.deposits.tokens import TokenDirectory
 from wallet.errors import InvalidCommand
 from wallet.metrics import CHAIN_HEAD, DEPOSITS, NO_METRICS, SCAN_BLOCKS, SCAN_TRANSACTIONS, Metrics
 from wallet.outbox import Outbox
 from wallet.state.blocks import BlockLedger
+from wallet.state.deposits import STATUS_CONFIRMED, STATUS_REVERTED, STATUS_SEEN, DepositBook
 from wallet.state.keyspace import Keyspace
+from wallet.state.locks import Locks
 
-MEMBERSHIP_CHUNK = 1000
 INVALID_RESCAN = "invalid_rescan"
-STATUS_SEEN, STATUS_CONFIRMED, STATUS_REVERTED = "seen", "confirmed", "reverted"
 ETH_INFO = TokenInfo(ETH, ETH_DECIMALS)
-
-
-# The per-height lock's lease. Held only while Redis is read and written (milliseconds), so short:
-# a lock whose SET reached Redis but whose reply did not (Redis paused mid-acquire: the chaos run
-# found it) is held by nobody and stalls its height until the lease runs out (it was 120 s).
-BLOCK_LOCK_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -96,6 +87,8 @@ class DepositScanner:
         self._tokens = tokens
         self._outbox = outbox
         self._ledger = BlockLedger(client, keyspace)
+        self._book = DepositBook(client, keyspace)
+        self._locks = Locks(client, keyspace)
         self._chain_id = chain_id
         self._k = required_confirmations
         self._window = required_confirmations + reorg_margin
@@ -125,11 +118,10 @@ class DepositScanner:
             for bundle in bundles:
                 # Found and described (token lookups may ask the node) before the lock: under it,
                 # only Redis is read and written, so its lease can be short.
-                found = self._from_outside(find_deposits(bundle, self._watched))
+                found = self._from_outside(find_deposits(bundle, self._book.watched_among))
                 tokens = {d.asset: self._token_info(d.asset) for d in found}
                 # One writer per height: a redelivered duplicate waits, then finds the work done.
-                with self._redis.lock(self._ks.block_lock(bundle.number), timeout=BLOCK_LOCK_SECONDS,
-                                      blocking_timeout=BLOCK_LOCK_SECONDS + 10):
+                with self._locks.block(bundle.number):
                     results.append(self._record(bundle, found, tokens))
                 self._announce_tracing(bundle)
         return results
@@ -191,25 +183,22 @@ class DepositScanner:
                 pipe.execute()
                 self._count_block(bundle, [])
                 return BlockResult(height, bundle.hash, 0, 0, already_done=True)
-            known = {i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))}
+            known = self._book.block_deposit_ids(height)
 
         deposits = [d for d in found if d.deposit_id not in known]
-        retracted = self._recorded_deposits(height) if previous is not None and not known else []
+        retracted = self._book.recorded_in_block(height) if previous is not None and not known else []
 
         pipe = self._redis.pipeline(transaction=True)
         for old in retracted:
             self._retract_in(pipe, old)
         if not known:
-            pipe.delete(self._ks.block_deposits(height))
+            self._book.forget_block_in(pipe, height)
         if untraced:
             self._ledger.mark_untraced_in(pipe, height, bundle.untraced_reason or "no_tracer")
         else:
             self._ledger.clear_untraced_in(pipe, height)
         for deposit in deposits:
-            pipe.hset(self._ks.deposit(deposit.deposit_id), mapping={
-                "deposit": orjson.dumps(deposit_to_json(deposit)), "status": STATUS_SEEN})
-            pipe.zadd(self._ks.unconfirmed_deposits, {deposit.deposit_id: height})
-            pipe.sadd(self._ks.block_deposits(height), deposit.deposit_id)
+            self._book.record_in(pipe, deposit, height)
             self._ledger.stage_in(pipe, height, deposit_event(
                 self._chain_id, EVENT_DEPOSIT_SEEN, deposit, tokens[deposit.asset], 1, self._k))
         self._ledger.finish_in(pipe, height, bundle.hash)
@@ -229,21 +218,11 @@ class DepositScanner:
         for deposit in deposits:
             metrics.inc(DEPOSITS, kind=deposit.kind, state=STATUS_SEEN)
 
-    def _recorded_deposits(self, height: int) -> list[tuple[Deposit, str]]:
-        ids = [i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))]
-        found = []
-        for deposit_id in ids:
-            data = self._redis.hgetall(self._ks.deposit(deposit_id))
-            if data and data[b"status"].decode() != STATUS_REVERTED:
-                found.append((deposit_from_json(orjson.loads(data[b"deposit"])), data[b"status"].decode()))
-        return found
-
     def _retract_in(self, pipe: redis.client.Pipeline, recorded: tuple[Deposit, str]) -> None:
         deposit, status = recorded
         # A confirmed deposit reorged away is deeper than K: still retracted, loudly (the event says
         # it had been confirmed), because crediting a deposit that no longer exists is worse.
-        pipe.hset(self._ks.deposit(deposit.deposit_id), "status", STATUS_REVERTED)
-        pipe.zrem(self._ks.unconfirmed_deposits, deposit.deposit_id)
+        self._book.retract_in(pipe, deposit.deposit_id)
         self._ledger.stage_in(pipe, deposit.block_number, deposit_event(
             self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset), 0, self._k,
             meta={"was_confirmed": True} if status == STATUS_CONFIRMED else None))
@@ -257,13 +236,6 @@ class DepositScanner:
             hot = self._redis.get(self._ks.hot_wallet)  # made on first use; never changes after
             self._hot_wallet = hot.decode().lower() if hot is not None else None
         return [d for d in deposits if d.sender != self._hot_wallet]
-
-    def _watched(self, addresses: list[str]) -> set[str]:
-        ours: set[str] = set()
-        for chunk in chunks(addresses, MEMBERSHIP_CHUNK):
-            flags = self._redis.smismember(self._ks.watched, chunk)
-            ours.update(a for a, flag in zip(chunk, flags, strict=True) if flag)
-        return ours
 
     def _token_info(self, asset: str) -> TokenInfo:
         return ETH_INFO if asset == ETH else self._tokens.info(asset)
@@ -316,28 +288,22 @@ class DepositScanner:
         # Every tick, not only when something is due: on a quiet chain the hashes would pile up.
         self._ledger.forget_hashes_below(watermark - self._window - 1)
         deepest = min(head - self._k + 1, watermark)
-        due = [(i.decode(), int(h)) for i, h in self._redis.zrangebyscore(
-            self._ks.unconfirmed_deposits, 0, deepest, withscores=True)]
+        due = self._book.unconfirmed_up_to(deepest)
         if not due:
             return 0
         heights = sorted({h for _, h in due})
         refs = self._rpc.block_refs(heights)
-        reads = self._redis.pipeline(transaction=False)
-        for deposit_id, _ in due:
-            reads.hget(self._ks.deposit(deposit_id), "deposit")
-        records = reads.execute()
+        records = self._book.deposits([deposit_id for deposit_id, _ in due])
         confirmed = 0
         confirmed_kinds: list[str] = []
         pipe = self._redis.pipeline(transaction=True)
-        for (deposit_id, height), data in zip(due, records, strict=True):
-            if data is None:
+        for (deposit_id, height), deposit in zip(due, records, strict=True):
+            if deposit is None:
                 continue
-            deposit = deposit_from_json(orjson.loads(data))
             ref = refs.get(height)
             if ref is None or ref.hash != deposit.block_hash:
                 continue  # reorged: the rescan retracts it
-            pipe.hset(self._ks.deposit(deposit_id), "status", STATUS_CONFIRMED)
-            pipe.zrem(self._ks.unconfirmed_deposits, deposit_id)
+            self._book.confirm_in(pipe, deposit_id)
             confirmed_kinds.append(deposit.kind)
             self._outbox.append(pipe, deposit_event(
                 self._chain_id, EVENT_DEPOSIT_CONFIRMED, deposit, self._token_info(deposit.asset),

@@ -18,6 +18,7 @@ import redis
 
 from wallet.errors import SenderBusy
 from wallet.state.keyspace import Keyspace
+from wallet.state.locks import Locks
 
 
 class NonceBook:
@@ -25,6 +26,7 @@ class NonceBook:
         self._redis = client
         self._ks = keyspace
         self._lock_seconds = lock_seconds
+        self._locks = Locks(client, keyspace)
 
     @contextlib.contextmanager
     def lock(self, sender: str) -> Iterator[None]:
@@ -33,8 +35,7 @@ class NonceBook:
         Raises:
             SenderBusy: still held by another send after that (retryable).
         """
-        lock = self._redis.lock(self._ks.sender_lock(sender), timeout=self._lock_seconds,
-                                blocking_timeout=self._lock_seconds + 1)
+        lock = self._locks.sender(sender, self._lock_seconds)
         if not lock.acquire():
             raise SenderBusy(f"nonce lock of {sender} is busy")
         try:

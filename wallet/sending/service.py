@@ -63,7 +63,9 @@ from wallet.sending.node import Broadcast, BroadcastResult, NodeGateway
 from wallet.sending.nonces import NonceBook
 from wallet.sending.planner import Planner, TxPlan, call_of
 from wallet.sending.store import NonceTaken, SendStore, now
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
+from wallet.state.requests import RequestMarkers
 
 # Rounds of "refused, fix, broadcast again" in one call before the task retries with backoff.
 MAX_BROADCAST_ROUNDS = 4
@@ -106,6 +108,8 @@ class SendService:
         self._timing = timing
         self._outbox = outbox
         self.store = SendStore(client, keyspace, outbox)
+        self._markers = RequestMarkers(client, keyspace)
+        self._deposits = DepositBook(client, keyspace)
         self.nonces = NonceBook(client, keyspace, timing.lock_seconds)
         self.planner = Planner(node)
         self._hot_wallet: str | None = None
@@ -400,11 +404,7 @@ class SendService:
 
     def _rejected(self, request_id: str) -> str | None:
         """The code a request was rejected with before (it keeps that answer), if it was."""
-        marker = self._redis.get(self._ks.request(request_id))
-        if marker and marker.startswith(b'{"rejected"'):
-            return marker.split(b'"')[3].decode()
-        return None
+        return self._markers.rejected_code(request_id)
 
     def _is_ours(self, address: str) -> bool:
-        return address.lower() == self.hot_wallet().lower() or bool(
-            self._redis.sismember(self._ks.watched, address.lower()))
+        return address.lower() == self.hot_wallet().lower() or self._deposits.is_watched(address)

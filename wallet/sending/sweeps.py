@@ -19,13 +19,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 import redis
 from eth_utils import to_checksum_address
 from pydantic import BaseModel
 
-from wallet.deposits.model import deposit_from_json
-from wallet.deposits.scanner import STATUS_CONFIRMED as DEPOSIT_CONFIRMED
 from wallet.events import EVENT_SWEEP_PLANNED, OutgoingEvent, SweepPlanned, new_event
 from wallet.outbox import Outbox
 from wallet.sending.model import (
@@ -38,9 +35,9 @@ from wallet.sending.model import (
 )
 from wallet.sending.planner import CONTRACT_GAS_HEADROOM_PERCENT, Planner
 from wallet.sending.store import SendStore, now
+from wallet.state.deposits import DepositBook
 from wallet.state.keyspace import Keyspace
 
-SCAN_COUNT = 1000
 # A top-up covers the token transfer's gas at today's fee cap, plus this margin for fees rising
 # before the transfer is signed.
 TOPUP_MARGIN_PERCENT = 25
@@ -82,6 +79,7 @@ class SweepPolicy:
         self._outbox = outbox
         self._planner = planner
         self._sends = SendStore(client, keyspace, outbox)
+        self._deposits = DepositBook(client, keyspace)
         self._chain_id = chain_id
         self._config = config
         self._cold = to_checksum_address(config.cold_wallet) if config.cold_wallet else None
@@ -104,7 +102,7 @@ class SweepPolicy:
     # ------------------------------------------------------------------ planning
     def _plan_new(self) -> None:
         groups: dict[tuple[str, str], tuple[int, list[str]]] = {}
-        for deposit_id, deposit in self._unswept_confirmed():
+        for deposit_id, deposit in self._deposits.confirmed_unswept():
             key = (deposit.to, deposit.asset)
             total, ids = groups.get(key, (0, []))
             groups[key] = (total + deposit.amount, [*ids, deposit_id])
@@ -114,21 +112,6 @@ class SweepPolicy:
             if threshold is None or total < threshold or _pair(address, asset) in active:
                 continue
             self._start(address, asset, total, sorted(ids))
-
-    def _unswept_confirmed(self) -> list[tuple[str, Any]]:
-        found = []
-        pattern = self._ks.deposit("*")
-        prefix_len = len(self._ks.deposit(""))
-        for keys in _scan_chunks(self._redis, pattern):
-            reads = self._redis.pipeline(transaction=False)
-            for key in keys:
-                reads.hmget(key, "status", "deposit")
-            ids = [k.decode()[prefix_len:] for k in keys]
-            swept = self._redis.smismember(self._ks.swept_deposits, ids)
-            for deposit_id, (status, data), done in zip(ids, reads.execute(), swept, strict=True):
-                if not done and status is not None and status.decode() == DEPOSIT_CONFIRMED and data:
-                    found.append((deposit_id, deposit_from_json(orjson.loads(data))))
-        return found
 
     def _start(self, address: str, asset: str, total: int, deposit_ids: list[str]) -> None:
         sweep_id = uuid.uuid5(_SWEEP_NAMESPACE, "|".join(deposit_ids)).hex[:20]
@@ -144,7 +127,7 @@ class SweepPolicy:
             pipe.multi()
             pipe.set(self._ks.sweep(sweep_id), sweep.model_dump_json())
             pipe.hset(self._ks.sweeps_active, pair, sweep_id)
-            pipe.sadd(self._ks.swept_deposits, *deposit_ids)
+            self._deposits.mark_swept_in(pipe, deposit_ids)
             self._outbox.append(pipe, event)
 
         self._redis.transaction(write, self._ks.sweeps_active)
@@ -216,16 +199,6 @@ class SweepPolicy:
 
 def _pair(address: str, asset: str) -> str:
     return f"{address.lower()}|{asset.lower() if asset != ETH else ETH}"
-
-
-def _scan_chunks(client: redis.Redis, pattern: str) -> list[list[bytes]]:
-    chunks, cursor = [], 0
-    while True:
-        cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
-        if keys:
-            chunks.append(keys)
-        if cursor == 0:
-            return chunks
 
 
 def _planned_event(chain_id: int, sweep: Sweep, total: int, cold_wallet: str) -> OutgoingEvent:

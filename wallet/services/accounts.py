@@ -13,7 +13,9 @@ from wallet.custody.vault import KeyVault
 from wallet.errors import ensure_same_request
 from wallet.events import address_created_event, utc_now
 from wallet.outbox import Outbox
-from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
+from wallet.state.deposits import DepositBook
+from wallet.state.keyspace import Keyspace
+from wallet.state.requests import Marker, RequestMarkers
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class AccountService:
         # out only once its index counter and account record would survive a host crash.
         self._durable = durable
         self._keyspace = keyspace
+        self._markers = RequestMarkers(client, keyspace)
+        self._deposits = DepositBook(client, keyspace)
         self._vault = vault
         self._outbox = outbox
         self._chain_id = chain_id
@@ -44,9 +48,8 @@ class AccountService:
         are written in one MULTI/EXEC: either all of it exists or none of it does.
         """
         meta = meta or {}
-        request_key = self._keyspace.request(request_id)
         identity = request_identity(count)
-        done = self._redis.get(request_key)
+        done = self._markers.get(request_id)
         if done is not None:
             self._durable()
             return _again(request_id, done, identity)
@@ -60,30 +63,28 @@ class AccountService:
             for i, a in enumerate(addresses)
         ]
 
-        def write(pipe: redis.client.Pipeline) -> CreatedAccounts:
+        def write(pipe: redis.client.Pipeline, earlier: Marker | None) -> CreatedAccounts:
             # WATCHed: a concurrent duplicate of this request makes one of the two EXECs fail.
-            earlier = pipe.get(request_key)
             if earlier is not None:
                 return _again(request_id, earlier, identity)
             pipe.multi()
             self._vault.stage(pipe, keys)
-            pipe.sadd(self._keyspace.watched, *watched)
+            self._deposits.watch_in(pipe, watched)
             pipe.hset(self._keyspace.accounts, mapping={a: facts for a in watched})
             for event in events:
                 self._outbox.append(pipe, event)
             # The outcome with the request's identity, so the id reused for another request is told apart.
-            pipe.set(request_key, orjson.dumps({"addresses": addresses, "identity": identity}),
-                     ex=REQUEST_MEMORY_SECONDS)
+            self._markers.mark_done_in(pipe, request_id, {"addresses": addresses, "identity": identity})
             return CreatedAccounts(request_id, addresses, created=True)
 
-        created = self._redis.transaction(write, request_key, value_from_callable=True)
+        created = self._markers.once(request_id, write)
         # After the write and the index reservation before it (WAITAOF covers both; a no-op when
         # Redis fsyncs every write). A repeat request waits too: its first run may not have.
         self._durable()
         return created
 
     def is_watched(self, address: str) -> bool:
-        return bool(self._redis.sismember(self._keyspace.watched, address.lower()))
+        return self._deposits.is_watched(address)
 
 
 def request_identity(count: int) -> dict[str, Any]:
@@ -91,14 +92,14 @@ def request_identity(count: int) -> dict[str, Any]:
     return {"type": "create_account", "count": count}
 
 
-def _again(request_id: str, stored: bytes, identity: dict[str, Any]) -> CreatedAccounts:
+def _again(request_id: str, stored: Marker, identity: dict[str, Any]) -> CreatedAccounts:
     """The first answer of a request id, if this is the same request.
 
     Raises:
         InvalidCommand: idempotency_conflict: the id was used for another request (another count,
             a send, or a request that was rejected).
     """
-    done = orjson.loads(stored)
+    done = stored.json()
     if isinstance(done, list):  # written before outcomes kept their identity: a list of addresses
         done = {"addresses": done, "identity": request_identity(len(done))}
     ensure_same_request(request_id, done.get("identity"), identity)

@@ -10,10 +10,8 @@ from wallet.commands import echo_request
 from wallet.errors import IDEMPOTENCY_CONFLICT, InvalidCommand
 from wallet.events import CommandRejected, command_rejected_event
 from wallet.outbox import Outbox
-from wallet.state.keyspace import REQUEST_MEMORY_SECONDS, Keyspace
-
-# How a request's key starts when the request was rejected: `{"rejected": "<code>"}`.
-REJECTED_MARKER = b'{"rejected":'
+from wallet.state.keyspace import Keyspace
+from wallet.state.requests import Marker, RequestMarkers
 
 
 def reject_command(client: redis.Redis, keyspace: Keyspace, outbox: Outbox, chain_id: int, *,
@@ -35,21 +33,15 @@ def reject_command(client: redis.Redis, keyspace: Keyspace, outbox: Outbox, chai
         CommandRejected(code=error.code, message=error.message, details=error.details, request=echoed),
         meta,
     )
-    request_key = keyspace.request(request_id)
-    if error.code == IDEMPOTENCY_CONFLICT and _holds_outcome(client.get(request_key)):
-        request_key = keyspace.request_conflict(request_id)
+    markers = RequestMarkers(client, keyspace)
+    conflict = error.code == IDEMPOTENCY_CONFLICT and markers.holds_outcome(request_id)
 
-    def write(pipe: redis.client.Pipeline) -> bool:
-        if pipe.exists(request_key):
+    def write(pipe: redis.client.Pipeline, marker: Marker | None) -> bool:
+        if marker is not None:
             return False
         pipe.multi()
         outbox.append(pipe, event)
-        pipe.set(request_key, REJECTED_MARKER + b' "' + error.code.encode() + b'"}', ex=REQUEST_MEMORY_SECONDS)
+        markers.mark_rejected_in(pipe, request_id, error.code, conflict=conflict)
         return True
 
-    return client.transaction(write, request_key, value_from_callable=True)
-
-
-def _holds_outcome(marker: bytes | None) -> bool:
-    """Whether a request's key holds what the request did (not that it was rejected)."""
-    return marker is not None and not marker.startswith(REJECTED_MARKER)
+    return markers.once(request_id, write, conflict=conflict)

@@ -153,6 +153,10 @@ class BlockLedger:
         """Queue on the caller's MULTI: the event goes out when the watermark passes `height`."""
         pipe.rpush(self._ks.staged_events(height), *entry_values(event))
 
+    def scanned_heights(self) -> list[int]:
+        """The heights whose scanned hash is kept (the recent ones)."""
+        return sorted(int(h) for h in self._redis.hkeys(self._ks.block_hashes))
+
     def forget_hashes_below(self, height: int) -> None:
         """Drop stored hashes of heights too deep to be re-checked: keeps the hash bounded."""
         stale = [k for k in self._redis.hkeys(self._ks.block_hashes) if int(k) < height]
