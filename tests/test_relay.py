@@ -28,7 +28,7 @@ class FlakyPublisher:
 
 
 def _outbox(client: redis.Redis, n: int) -> tuple[Outbox, list[str]]:
-    outbox = Outbox(client, f"wtest:relay-test:{uuid.uuid4().hex}")
+    outbox = Outbox(client, Keyspace(f"wtest-relay-{uuid.uuid4().hex[:8]}").outbox)
     ids = []
     pipe = client.pipeline()
     for i in range(n):
