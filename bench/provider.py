@@ -19,13 +19,13 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from bench.node import batch_results
 from tests.provider_proxy import ProviderProxy, ProxyLimits
 from wallet.chain.transport import Transport
 from workers.devstack import Stack
+from workers.supervise import group_members
 
 PROVIDER_BATCH = 10
 PROVIDER_RPS = 300.0
@@ -85,30 +85,13 @@ def plain_fetch(url: str, heights: Sequence[int]) -> dict[str, Any]:
             "calls_per_s": (len(heights) + txs) / seconds}
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Every process of a process group (a worker and its pool children)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid:
-            pids.append(int(entry.name))
-    return pids
-
-
 def pin(stack: Stack, names: Sequence[str], cores: set[int]) -> None:
     """Put the named processes of `stack` (each with all of its group) on `cores`."""
     for name in names:
         pid = stack.pid(name)
         if pid is None:
             continue
-        for member in group_pids(pid):
+        for member in group_members(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or not ours
                 os.sched_setaffinity(member, cores)
 

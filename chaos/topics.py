@@ -1,7 +1,8 @@
 """Reading the system's output topics as the platform does, all run long: every event kept in order.
 
-One reader thread follows `transaction`, `address.created` and `errors` from their beginning; it
-survives the broker pausing or its host being cut off by reconnecting from the last offset read.
+One reader thread follows `transaction`, `address.created` and `errors` from their beginning with
+wallet_client's EventReader; it survives the broker pausing or its host being cut off by opening a
+new reader at the offsets after the last records it took.
 `read_to_end` proves the reader has everything up to now with a marker of its own (Tansu's end
 offsets are not to be trusted).
 """
@@ -17,7 +18,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
+
+from wallet_client import ClientConfig, EventReader
+from wallet_client.kafka_client import Partition
 
 TOPICS = ("transaction", "address.created", "errors")
 MARKER_TYPE = "chaos.end_of_topic"
@@ -28,7 +32,9 @@ class TopicFollower:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.events: dict[str, list[dict[str, Any]]] = {t: [] for t in TOPICS}
-        self._offsets = {t: 0 for t in TOPICS}
+        # The next offset to read of each partition (the topics have one). Every one is named from the
+        # start, so a reader reopened while the broker is paused has no start or end to look up.
+        self._offsets: dict[Partition, int] = {(t, 0): 0 for t in TOPICS}
         self._markers: set[str] = set()
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._lock = threading.Lock()
@@ -50,27 +56,25 @@ class TopicFollower:
             return list(self.events[topic])
 
     def _run(self) -> None:
+        config = ClientConfig(kafka_bootstrap=self.bootstrap)  # the chaos stack's topics have no prefix
         while not self._stop.is_set():
-            consumer = None
+            reader = None
             try:
-                consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-                partitions = [TopicPartition(t, 0) for t in TOPICS]
-                consumer.assign(partitions)
-                for tp in partitions:
-                    consumer.seek(tp, self._offsets[tp.topic])
-                while not self._stop.is_set():
-                    for tp, records in consumer.poll(timeout_ms=300).items():
-                        for record in records:
-                            self._take(tp.topic, record.value)
-                            self._offsets[tp.topic] = record.offset + 1
+                reader = EventReader(config, TOPICS, from_beginning=True, start_offsets=self._offsets)
+                for records in reader.polls(float("inf")):
+                    if self._stop.is_set():
+                        break
+                    for record in records:
+                        self._take(record.topic, record.value)
+                        self._offsets[(record.topic, record.partition)] = record.offset + 1
             except Exception as exc:  # noqa: BLE001 - the broker paused or cut off: reconnect and go on
                 log.debug("topic reader reconnecting: %s", exc)
                 self._stop.wait(1.0)
             finally:
-                if consumer is not None:
+                if reader is not None:
                     # Closing a consumer of an unreachable broker may fail: nothing to do about it.
                     with contextlib.suppress(Exception):
-                        consumer.close(autocommit=False)
+                        reader.close()
 
     def _take(self, topic: str, raw: bytes | None) -> None:
         try:

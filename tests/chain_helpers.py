@@ -2,6 +2,8 @@
 
 Works on every node kind the dev stack runs (Anvil, Ganache, Hardhat): the few calls that are not
 standard JSON-RPC (mining on demand, setting a balance) are chosen from the node's web3_clientVersion.
+Those plain calls go through the wallet's JSON-RPC Transport; web3 builds, signs and deploys
+(contract ABIs) and waits for receipts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from web3 import HTTPProvider, Web3
 
+from wallet.chain.transport import Transport
 from wallet.contracts import load_artifact
 from workers.devstack import DEV_FUNDER_KEY, NODE_ARGV, REPO_ROOT, free_port, node_env, rpc_chain_id
 
@@ -30,6 +33,7 @@ _CLIENTS = {"anvil": "anvil", "ganache": "ganache", "hardhatnetwork": "hardhat"}
 class Chain:
     def __init__(self, rpc_url: str) -> None:
         self.w3 = Web3(HTTPProvider(rpc_url))
+        self.node = Transport(rpc_url, timeout=30)  # web3's own default: mining many blocks takes a while
         self.funder = self.w3.eth.account.from_key(FUNDER_KEY)
 
     @cached_property
@@ -39,10 +43,8 @@ class Chain:
         return next((kind for prefix, kind in _CLIENTS.items() if version.startswith(prefix)), "other")
 
     def rpc(self, method: str, params: list[Any]) -> Any:
-        response = self.w3.provider.make_request(method, params)
-        if "error" in response:
-            raise RuntimeError(f"{method}: {response['error']}")
-        return response["result"]
+        """`method`'s result; an error answer raises ChainDataInvalid."""
+        return self.node.call(method, params)
 
     def head(self) -> int:
         return self.w3.eth.block_number

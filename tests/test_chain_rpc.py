@@ -22,6 +22,7 @@ from tests.chain_helpers import running_node
 from wallet.chain import mappers
 from wallet.chain.model import InternalTransfer, Log
 from wallet.chain.rpc import RpcClient, display_url
+from wallet.chain.transport import Transport
 from wallet.errors import BlockNotFound, ChainDataInvalid, ChainUnavailable
 from workers.devstack import free_port
 
@@ -101,19 +102,22 @@ def anvil_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def w3(anvil_url: str) -> Web3:
+    """Reads the node independently of the code under test: what the tests expect comes from here."""
     return Web3(HTTPProvider(anvil_url))
+
+
+@pytest.fixture(scope="module")
+def node(anvil_url: str) -> Iterator[Transport]:
+    """The tests' own calls to the node (mining, automine): the wallet's plain JSON-RPC Transport."""
+    transport = Transport(anvil_url)
+    yield transport
+    transport.close()
 
 
 @pytest.fixture(scope="module")
 def client(anvil_url: str) -> Iterator[RpcClient]:
     with RpcClient(anvil_url) as c:
         yield c
-
-
-def rpc(w3: Web3, method: str, params: list) -> object:
-    answer = w3.provider.make_request(method, params)
-    assert "error" not in answer, answer
-    return answer["result"]
 
 
 def deploy(w3: Web3, runtime: bytes) -> tuple[str, int]:
@@ -125,12 +129,12 @@ def deploy(w3: Web3, runtime: bytes) -> tuple[str, int]:
     return receipt["contractAddress"].lower(), receipt["blockNumber"]
 
 
-def mine_one_block(w3: Web3, txs: list[dict]) -> tuple[int, list[str]]:
+def mine_one_block(w3: Web3, node: Transport, txs: list[dict]) -> tuple[int, list[str]]:
     """Sends every tx (explicit nonce and gas: no estimation, so reverting calls are accepted) into a
     single block and mines it. Returns (height, tx hashes in order)."""
     sender = w3.eth.accounts[0]
     nonce = w3.eth.get_transaction_count(sender)
-    rpc(w3, "anvil_setAutomine", [False])
+    node.call("anvil_setAutomine", [False])
     try:
         hashes = []
         for i, tx in enumerate(txs):
@@ -138,9 +142,9 @@ def mine_one_block(w3: Web3, txs: list[dict]) -> tuple[int, list[str]]:
             if "to" in full:
                 full["to"] = Web3.to_checksum_address(full["to"])
             hashes.append("0x" + w3.eth.send_transaction(full).hex().removeprefix("0x"))
-        rpc(w3, "evm_mine", [])
+        node.call("evm_mine", [])
     finally:
-        rpc(w3, "anvil_setAutomine", [True])
+        node.call("anvil_setAutomine", [True])
     height = w3.eth.block_number
     block = w3.eth.get_block(height)
     assert ["0x" + h.hex().removeprefix("0x") for h in block["transactions"]] == hashes
@@ -156,7 +160,7 @@ F = "0x" + "f6" * 20
 
 
 @pytest.fixture(scope="module")
-def scene(w3: Web3) -> dict:
+def scene(w3: Web3, node: Transport) -> dict:
     """Contracts, then one block holding every kind of transaction the reader must tell apart."""
     c: dict = {}
     c["reverter"], _ = deploy(w3, REVERT)
@@ -184,16 +188,16 @@ def scene(w3: Web3) -> dict:
         {"to": c["fwd_revert"], "value": 777},            # 10 inner call succeeds, tx reverts
         {"to": c["emit_revert"]},                         # 11 logs, then reverts
     ]
-    c["height"], c["hashes"] = mine_one_block(w3, txs)
+    c["height"], c["hashes"] = mine_one_block(w3, node, txs)
     c["sender"] = w3.eth.accounts[0].lower()
     return c
 
 
 # ---- against Anvil
 
-def test_head_and_chain_id(client: RpcClient, w3: Web3) -> None:
+def test_head_and_chain_id(client: RpcClient, w3: Web3, node: Transport) -> None:
     assert client.chain_id() == 31337
-    rpc(w3, "anvil_mine", ["0x3"])
+    node.call("anvil_mine", ["0x3"])
     assert client.head() == w3.eth.block_number
 
 
@@ -305,16 +309,12 @@ def test_unreachable_node() -> None:
         dead.fetch_blocks([1, 2], with_traces=True)
 
 
-def test_receipts_of_another_block_are_rejected(anvil_url: str, scene: dict) -> None:
+def test_receipts_of_another_block_are_rejected(node: Transport, scene: dict) -> None:
     """What a reorg between the block and receipts calls looks like, with real Anvil JSON."""
-    def raw(method: str, params: list) -> object:
-        return requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                             timeout=5).json()["result"]
-
     h = hex(scene["height"])
-    block = raw("eth_getBlockByNumber", [h, True])
-    receipts = raw("eth_getBlockReceipts", [h])
-    traces = raw("debug_traceBlockByNumber", [h, {"tracer": "callTracer"}])
+    block = node.call("eth_getBlockByNumber", [h, True])
+    receipts = node.call("eth_getBlockReceipts", [h])
+    traces = node.call("debug_traceBlockByNumber", [h, {"tracer": "callTracer"}])
     assert mappers.block_bundle(block, receipts, traces).number == scene["height"]
 
     other = [dict(r, blockHash="0x" + "99" * 32) for r in receipts]
@@ -663,12 +663,12 @@ def test_a_batch_too_slow_for_the_timeout_is_split_instead_of_retried_forever(
 # ---- behind a provider's limits (tests/provider_proxy.py: real HTTP, a real node behind it)
 
 def test_pruned_traces_are_marked_or_read_from_the_trace_endpoint(anvil_url: str, client: RpcClient,
-                                                                  w3: Web3, scene: dict) -> None:
+                                                                  w3: Web3, node: Transport, scene: dict) -> None:
     """A full node keeps state for recent blocks only: an older block reads without its internal
     transfers (marked pruned_state), unless a trace endpoint (an archive node) has them."""
     from tests.provider_proxy import ProviderProxy, ProxyLimits
 
-    rpc(w3, "anvil_mine", [hex(5)])
+    node.call("anvil_mine", [hex(5)])
     h = scene["height"]
     with ProviderProxy(anvil_url, ProxyLimits(trace_history=2)) as full_node:
         with RpcClient(full_node.url) as reader:

@@ -22,7 +22,7 @@ import redis
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from wallet.state.keyspace import Keyspace
-from workers.devstack import ALL, REPO_ROOT, Stack, free_port, public_url
+from workers.devstack import ALL, REPO_ROOT, Stack, free_port, wait_for
 
 WALLET = str(REPO_ROOT / ".venv" / "bin" / "wallet")
 ADDRESS = re.compile(r'"(0x[0-9a-fA-F]{40})"')
@@ -94,13 +94,6 @@ def deposit_seen(stack: Stack, address: str, timeout: float = 60) -> dict:
         probe.close()
     assert events, f"no deposit.seen for {address} within {timeout:.0f}s"
     return events[0]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- settings
@@ -187,14 +180,14 @@ def test_restart_is_fresh_by_default_keep_keeps_every_part_and_a_failed_start_is
         relay_lock = Keyspace(stack.key_prefix).bridge_lock
 
         # A stopped bridge releases the relay lock (a relay runs while beat is up: it holds it).
-        wait_until(lambda: client.exists(relay_lock), 30, "a relay holding its lock")
+        wait_for(lambda: client.exists(relay_lock), 30, "a relay holding its lock")
         started = time.monotonic()
         stack.stop("bridge")
         assert time.monotonic() - started < 10, "the bridge did not stop on SIGTERM"
         assert not client.exists(relay_lock)
         # A killed one cannot: its lock stays, as after a crash...
         stack.start(["bridge"])
-        wait_until(lambda: client.exists(relay_lock), 30, "a relay holding its lock")
+        wait_for(lambda: client.exists(relay_lock), 30, "a relay holding its lock")
         stack.kill("bridge")
         assert client.exists(relay_lock)
         before = scan_position(cli)
@@ -349,7 +342,4 @@ def test_stack_up_node_options_are_checked_and_a_node_url_is_never_printed_whole
     assert f"node external http://127.0.0.1:{port} " in status.stdout
     for out in (up.stdout + up.stderr, status.stdout + status.stderr):
         assert "SECRET" not in out and "user:pw" not in out
-    assert not any(cli.stack.status().values())
-
-    assert public_url("https://mainnet.example/v3/KEY?x=1") == "https://mainnet.example"
-    assert public_url("http://[::1]:8545/k") == "http://[::1]:8545"
+    assert not any(cli.stack.status().values())  # the URL shown is display_url's (tests/test_golden.py)

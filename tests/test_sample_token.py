@@ -1,7 +1,8 @@
 """The compiled sample contracts (wallet/contracts/*.json) against a real Anvil.
 
-Anvil is started by this module alone (not the session `stack`), so these tests need no Redis,
-Kafka or Celery. The last tests check that the committed artifacts match the Solidity sources.
+Anvil is started by this module alone (tests/chain_helpers.running_node, not the session `stack`),
+so these tests need no Redis, Kafka or Celery. The last tests check that the committed artifacts
+match the Solidity sources.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from tests.chain_helpers import running_node
 from wallet.contracts import ARTIFACTS, UnknownArtifactError, load_artifact
-from workers.devstack import REPO_ROOT, anvil_binary, free_port
+from workers.devstack import REPO_ROOT
 
 TRANSFER_TOPIC = Web3.keccak(text="Transfer(address,address,uint256)")
 COMPILE_SCRIPT = REPO_ROOT / "scripts" / "compile_contracts.mjs"
@@ -25,35 +26,8 @@ COMPILE_SCRIPT = REPO_ROOT / "scripts" / "compile_contracts.mjs"
 
 @pytest.fixture(scope="module")
 def w3():
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(anvil_binary()), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        web3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 10}))
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"anvil exited with {proc.returncode}: {proc.stderr.read().decode()}")
-            try:
-                if web3.eth.chain_id:
-                    break
-            except Exception:  # not listening yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield web3
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    with running_node("anvil") as url:
+        yield Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 10}))
 
 
 def _deploy(w3: Web3, name: str, *args, sender=None):

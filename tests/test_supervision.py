@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
-from workers.devstack import Stack, wait_for
+from workers.devstack import Stack, process_running, wait_for
 
 # Outages the regular run rides out; the slow run holds them for minutes.
 SHORT_OUTAGE_SECONDS = 25.0
@@ -67,14 +67,6 @@ def restart_events(kafka: KafkaProbe, process: str, since: str, timeout: float =
 def pool_children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
-def gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def new_address(timeout: float = 60) -> str:
@@ -130,7 +122,7 @@ def test_crashed_key_worker_and_block_worker_come_back_without_their_old_pool(
         counts[name] = stack.crash(name)
     for name, restarts in counts.items():
         stack.wait_restarted(name, restarts)
-        assert all(gone(pid) for pid in old_pools[name]), f"{name}: old pool processes left running"
+        assert not any(process_running(pid) for pid in old_pools[name]), f"{name}: old pool processes left running"
 
     address = new_address()  # the key worker creates it
     deposit_reported(kafka, chain, address)  # the block worker scans it
@@ -145,7 +137,7 @@ def test_a_stopped_process_stays_stopped_until_started(stack: Stack) -> None:
     child = stack.supervision("flower").child_pid
     stack.kill("flower")
     try:
-        assert not stack.alive("flower") and gone(child)
+        assert not stack.alive("flower") and not process_running(child)
     finally:
         stack.start(["flower"])
     assert stack.alive("flower") and stack.restarts("flower") == 0

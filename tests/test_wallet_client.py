@@ -221,6 +221,31 @@ def test_kafka_signed_send_is_answered_by_its_events(config: ClientConfig, hot_w
     assert reply.last.key == hot_wallet.lower()  # keyed by the sending address
 
 
+def test_a_reader_resumes_each_partition_from_the_offset_it_is_given(config: ClientConfig, kafka) -> None:
+    """What a follower that lost its broker does (chaos/topics.py): it opens a new reader at the offset
+    after the last record it took, and reads on from there, nothing twice and nothing skipped."""
+    from wallet_client import EventReader
+
+    marks = [f"resume-{uuid.uuid4().hex}".encode() for _ in range(3)]
+    for mark in marks:
+        kafka.send("errors", {"type": "test.resume", "mark": mark.decode()})
+
+    def read_until(reader: EventReader, mark: bytes) -> list[Any]:
+        read = []
+        for records in reader.polls(30):
+            read += [r for r in records if r.value and any(m in r.value for m in marks)]
+            if any(mark in (r.value or b"") for r in read):
+                break
+        return read
+
+    with EventReader(config, ["errors"], from_beginning=True) as reader:
+        first = next(r for r in read_until(reader, marks[0]) if marks[0] in r.value)
+    resume_at = {("errors", first.partition): first.offset + 1}
+    with EventReader(config, ["errors"], start_offsets=resume_at) as reader:
+        rest = read_until(reader, marks[-1])
+    assert [m for r in rest for m in marks if m in r.value] == marks[1:]
+
+
 def test_celery_calls_return_typed_results_and_refusals_carry_the_code(config: ClientConfig) -> None:
     from celery import current_app
 
@@ -250,15 +275,6 @@ def _assignments(log_text: str) -> list[set[int]]:
                                                                        log_text)]
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_two_command_consumers_in_one_group_split_the_partitions_and_answer_each_command_once(
         stack, config: ClientConfig, tmp_path, kafka) -> None:
     import os
@@ -267,7 +283,7 @@ def test_two_command_consumers_in_one_group_split_the_partitions_and_answer_each
 
     from kafka import KafkaProducer
 
-    from workers.devstack import REPO_ROOT
+    from workers.devstack import REPO_ROOT, wait_for
 
     # A `command` topic of its own with 3 partitions (the stack's topics keep 1); the replies come on
     # the stack's own topics, where the bridge relays them.
@@ -285,7 +301,7 @@ def test_two_command_consumers_in_one_group_split_the_partitions_and_answer_each
             latest = [(_assignments(log.read_text()) or [set()])[-1] for log in logs]
             return all(latest) and not (latest[0] & latest[1]) and latest[0] | latest[1] == set(range(partitions))
 
-        _wait_for(split, 90, "both consumers to hold partitions")
+        wait_for(split, 90, "both consumers to hold partitions")
         stable = [log.read_text().count("assigned") for log in logs]
 
         ids = [f"mp-{uuid.uuid4().hex}" for _ in range(30)]

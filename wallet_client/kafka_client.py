@@ -40,6 +40,10 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# A partition of a topic by its logical name (without the configured prefix), as Record names it.
+Partition = tuple[str, int]
+
+
 class EventReader:
     """Reads topics from where they end when it opens (or from their start): open it before
     producing, and every reply comes after that position.
@@ -48,8 +52,13 @@ class EventReader:
     never from end offsets, which some brokers get wrong (Tansu answers the last batch's base + 1)."""
 
     def __init__(self, config: ClientConfig, topics: Sequence[str] = REPLY_TOPICS, *,
-                 from_beginning: bool = False, consumer_options: Mapping[str, Any] | None = None) -> None:
-        """`consumer_options`: more kafka-python KafkaConsumer options (a latency measurement wants
+                 from_beginning: bool = False, start_offsets: Mapping[Partition, int] | None = None,
+                 consumer_options: Mapping[str, Any] | None = None) -> None:
+        """`start_offsets`: where to resume each partition named there, the offset of the next record
+        to read (a reader reopened after the broker went away goes on from the last record it had,
+        `Record.offset + 1`); partitions not named start at the end, or the start.
+
+        `consumer_options`: more kafka-python KafkaConsumer options (a latency measurement wants
         a short `fetch_max_wait_ms`, say)."""
         self._config = config
         self._names = {config.topic(t): t for t in topics}
@@ -64,10 +73,15 @@ class EventReader:
                                          code="unknown_topic")
                 partitions += [TopicPartition(name, p) for p in sorted(found)]
             self._consumer.assign(partitions)
-            if from_beginning:
-                self._consumer.seek_to_beginning(*partitions)
-            else:
-                self._consumer.seek_to_end(*partitions)
+            resumed = {tp: (start_offsets or {}).get((self._names[tp.topic], tp.partition)) for tp in partitions}
+            fresh = [tp for tp, offset in resumed.items() if offset is None]
+            if fresh and from_beginning:
+                self._consumer.seek_to_beginning(*fresh)
+            elif fresh:
+                self._consumer.seek_to_end(*fresh)
+            for tp, offset in resumed.items():
+                if offset is not None:
+                    self._consumer.seek(tp, offset)
             for tp in partitions:
                 self._consumer.position(tp)  # resolve now: "the end" is before the request goes out
         except BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.json import JSON
 from workers.cli_common import wallet_settings
 from workers.cli_policy import sign_command
 from workers.cli_requests import event_json, request
-from workers.devstack import EXTERNAL, Stack
+from workers.devstack import EXTERNAL, Stack, wait_for
 
 console = Console()
 
@@ -42,19 +43,21 @@ def run_demo(stack: Stack) -> None:
 
 def _demo_token(stack: Stack, deposit_address: str) -> None:
     """The sample ERC-20: deployed by the hot wallet, then paid to the demo's new address, both as
-    commands on Kafka. The hot wallet is given dev-chain ETH first (the node's set-balance call)."""
-    from web3 import HTTPProvider, Web3
+    commands on Kafka. The hot wallet is given dev-chain ETH first (the node's set-balance call).
+    The node is called with the wallet's own JSON-RPC Transport: the system deploys, so no ABI here."""
+    from eth_utils import to_checksum_address
 
     from tasks.sending import hot_wallet_address
+    from wallet.chain.transport import Transport
     from wallet.contracts import load_artifact
     from wallet.events import TOPIC_COMMAND, TOPIC_TRANSACTION
 
     settings = wallet_settings()
-    w3 = Web3(HTTPProvider(stack.rpc_url))
+    node = Transport(stack.rpc_url, timeout=30)
     hot = hot_wallet_address.delay().get(timeout=30)
     set_balance = {"ganache": "evm_setAccountBalance", "hardhat": "hardhat_setBalance"}.get(
         stack.config.node, "anvil_setBalance")
-    w3.provider.make_request(set_balance, [hot, hex(100 * 10**18)])
+    node.call(set_balance, [hot, hex(100 * 10**18)])
     artifact = load_artifact("SampleToken")
     deploy_id = f"demo-deploy-{uuid.uuid4().hex[:8]}"
     # Its reply: `authorization.decided`, then `contract.deploy.submitted` (or held, failed).
@@ -68,7 +71,15 @@ def _demo_token(stack: Stack, deposit_address: str) -> None:
         if deployed is not None:
             console.print(JSON.from_data(deployed))
         raise typer.Exit(1)
-    token = w3.eth.wait_for_transaction_receipt(deployed["payload"]["tx_hash"], timeout=30)["contractAddress"]
+    receipts: list[dict[str, Any] | None] = []
+
+    def mined() -> bool:  # the node answers null until the transaction is in a block
+        receipts.append(node.call("eth_getTransactionReceipt", [deployed["payload"]["tx_hash"]]))
+        return receipts[-1] is not None
+
+    wait_for(mined, 30, "the sample token's deployment to be mined")
+    node.close()
+    token = to_checksum_address(receipts[-1]["contractAddress"])  # type: ignore[index]  # mined: not None
     console.print(f"demo: SampleToken deployed by the hot wallet {hot} at [bold]{token}[/]")
     send_id = f"demo-send-{uuid.uuid4().hex[:8]}"
     command = {"type": "send_transaction", "to": deposit_address, "amount": "1500000", "asset": token,

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from wallet.chain.urls import display_url
 from workers.cli_common import DEFAULT_HOME, HomeOption
 from workers.cli_demo import run_demo
 from workers.cli_keys import install_key, seed_restorer
@@ -26,7 +27,6 @@ from workers.devstack import (
     STACK_OWNED,
     Stack,
     StackError,
-    public_url,
     user_settings,
 )
 
@@ -202,7 +202,7 @@ def _print_status(stack: Stack) -> None:
                       str(stack.logs / f"{name}.log"))
     console.print(table)
     console.print(f"redis {stack.redis_url}  kafka {stack.kafka_bootstrap}  "
-                  f"node {stack.config.node} {escape(public_url(stack.rpc_url))} (chain id {stack.config.chain_id})")
+                  f"node {stack.config.node} {escape(display_url(stack.rpc_url))} (chain id {stack.config.chain_id})")
     console.print(f"Flower: [bold]{stack.flower_url}[/] (user [bold]{stack.config.flower_user}[/], "
                   f"password [bold]{escape(stack.config.flower_password)}[/]); logs in {stack.logs}/")
     console.print(f"Prometheus: [bold]{stack.prometheus_url}/classic/graph[/] (scrapes the exporter at "

@@ -32,27 +32,31 @@ def topic_tail(
     home: HomeOption = DEFAULT_HOME,
 ) -> None:
     """Print a topic's messages as they arrive."""
-    from kafka import KafkaConsumer
-
-    from wallet.kafka import client_config, topic_name
+    from wallet.kafka import topic_name
+    from wallet_client import EventReader, TransportError
+    from workers.cli_requests import client_config, refused
 
     use_dev_stack(home)
     settings = wallet_settings()
-    consumer = KafkaConsumer(topic_name(settings, topic), **client_config(settings),
-                             auto_offset_reset="earliest" if from_beginning else "latest")
+    try:
+        # Read as every other client of ours reads: wallet_client, configured from the settings.
+        reader = EventReader(client_config(settings), [topic], from_beginning=from_beginning)
+    except TransportError as exc:
+        refused(exc.code, exc.message)
     seen = 0
     try:
-        for message in consumer:
-            key = message.key.decode() if message.key else None
-            console.print(f"[dim]{message.topic}/{message.partition}@{message.offset} key={key}[/]")
-            try:
-                console.print(JSON(message.value.decode()))
-            except Exception:  # noqa: BLE001 - show what is there, even if not JSON
-                console.print(repr(message.value))
-            seen += 1
-            if max_messages and seen >= max_messages:
-                break
+        for records in reader.polls(float("inf")):
+            for record in records:
+                key = record.key.decode() if record.key else None
+                console.print(f"[dim]{topic_name(settings, record.topic)}/{record.partition}@{record.offset} key={key}[/]")
+                try:
+                    console.print(JSON((record.value or b"").decode()))
+                except Exception:  # noqa: BLE001 - show what is there, even if not JSON
+                    console.print(repr(record.value))
+                seen += 1
+                if max_messages and seen >= max_messages:
+                    return
     except KeyboardInterrupt:
         pass
     finally:
-        consumer.close()
+        reader.close()

@@ -21,15 +21,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
+from wallet.chain.urls import display_url
+from wallet.errors import WalletError
 from workers import topology
 from workers.supervise import SupervisionState
 
@@ -160,30 +161,28 @@ def node_env(kind: str, chain_id: int, home: Path) -> dict[str, str]:
     return env
 
 
+def rpc_result(url: str, method: str, params: list[Any], timeout: float = 5.0) -> Any:
+    """`method`'s result from the node at `url` (the wallet's own JSON-RPC Transport), or None when
+    the node does not answer it: not up yet, an error answer, or not JSON-RPC. Waits for a rate
+    limit no longer than `timeout`: a readiness check must not hang on a busy hosted node."""
+    from wallet.chain.transport import Transport  # late: its HTTP client slows every CLI start
+
+    node = Transport(url, timeout=timeout, max_wait=timeout)
+    try:
+        return node.call(method, params)
+    except WalletError:
+        return None
+    finally:
+        node.close()
+
+
 def rpc_chain_id(url: str, timeout: float = 2.0) -> int | None:
     """The chain id the node at `url` answers to eth_chainId, or None when it does not answer."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
-                                                                   "User-Agent": "wallet-devstack"})
+    answer = rpc_result(url, "eth_chainId", [], timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(json.loads(response.read())["result"], 16)
-    except (OSError, ValueError, KeyError, TypeError):  # not up yet, an error answer, or not JSON-RPC
+        return int(answer, 16)
+    except (TypeError, ValueError):  # no answer, or not a hex quantity
         return None
-
-
-def public_url(url: str) -> str:
-    """scheme://host:port of a node URL: never its path, query or credentials (API keys live there)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return "<invalid URL>"
-    if not parts.scheme or not host:
-        return "<invalid URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def redis_binary() -> str:
@@ -625,7 +624,7 @@ class Stack:
     def _read_external_chain_id(self) -> None:
         chain_id = rpc_chain_id(self.rpc_url, timeout=10)
         if chain_id is None:
-            raise StackError(f"the node at {public_url(self.rpc_url)} does not answer eth_chainId: "
+            raise StackError(f"the node at {display_url(self.rpc_url)} does not answer eth_chainId: "
                              "check the URL (and its API key) and that the node is reachable")
         self.config.chain_id = chain_id
         self.save()
@@ -792,11 +791,9 @@ class Stack:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         try:
             from wallet.state.keyspace import Keyspace
+            from wallet.state.locks import Locks
 
-            stale = list(client.scan_iter(match=Keyspace(self.key_prefix).locks, count=1000))
-            if stale:
-                client.delete(*stale)
-            return len(stale)
+            return Locks(client, Keyspace(self.key_prefix)).clear()
         finally:
             client.close()
 
@@ -853,8 +850,8 @@ class Stack:
             client.close()
         if rpc_chain_id(self.rpc_url) is None:
             return  # a node that does not answer cannot be compared; its workers wait for it
-        block = _rpc(self.rpc_url, "eth_getBlockByNumber", [hex(height), False])
-        where = public_url(self.rpc_url)
+        block = rpc_result(self.rpc_url, "eth_getBlockByNumber", [hex(height), False])
+        where = display_url(self.rpc_url)
         fresh = "start fresh (without --keep), or point --rpc-url at the node this state was made on"
         if not isinstance(block, dict):
             raise StackError(f"this stack's Redis has scanned up to block {height}, which the node at {where} "
@@ -876,17 +873,6 @@ def process_running(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _rpc(url: str, method: str, params: list, timeout: float = 5.0) -> object:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
-                                                                   "User-Agent": "wallet-devstack"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read()).get("result")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _migrate(saved: dict) -> dict:
@@ -960,9 +946,9 @@ def _masked(field_name: str, value: object, text: str, secret_type: type) -> str
     if isinstance(value, secret_type) or any(w in field_name for w in ("password", "secret", "auth", "token")):
         return "****"
     if field_name.endswith("_url"):
-        return public_url(text)
+        return display_url(text)
     if field_name.endswith("_urls"):
-        return ",".join(public_url(u) for u in value)  # type: ignore[attr-defined]
+        return ",".join(display_url(u) for u in value)  # type: ignore[attr-defined]
     return text
 
 

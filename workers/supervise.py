@@ -252,7 +252,7 @@ class Supervisor:
         """Kill what the exited child left in our process group (a Celery worker's pool children,
         a node's helpers), as a container's restart would: they would hold tasks or ports."""
         me, group = os.getpid(), os.getpgrp()
-        left = [pid for pid in _group_members(group) if pid != me and pid not in self.helpers]
+        left = [pid for pid in group_members(group) if pid != me and pid not in self.helpers]
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -283,7 +283,8 @@ def become_subreaper() -> None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _group_members(group: int) -> list[int]:
+def group_members(group: int) -> list[int]:
+    """The live processes of process group `group` (a worker and its pool children, say), from /proc."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 import requests
 
+from wallet.chain.urls import display_url
 from wallet.errors import ChainDataInvalid, ChainUnavailable, NodeTimedOut, RateLimited
 
 DEFAULT_MAX_BATCH = 200
@@ -53,23 +53,6 @@ class CallBudget(Protocol):
 
 # (endpoint as scheme://host:port, the calls, seconds taken, the answer items or the exception)
 Observer = Callable[[str, list[tuple[str, list[Any]]], float, "list[dict[str, Any]] | Exception"], None]
-
-
-def display_url(url: str) -> str:
-    """The node's URL as safe to show anywhere: scheme://host:port, nothing else (a path, a query
-    or user info may hold an API key or a password)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host += f":{parts.port}"
-    except ValueError:
-        return "<invalid url>"
-    if not parts.scheme or not host:
-        return "<invalid url>"
-    return f"{parts.scheme}://{host}"
 
 
 def short(value: Any, limit: int = 160) -> str:
