@@ -178,7 +178,11 @@ def test_a_decision_commits_only_together_with_its_signed_record(key_wiring, pol
         return rolling.total(client.hgetall(ledger), time.time())[0]
 
     def storing(request_id: str):
-        return lambda pipe: lambda queued: queued.set(ks.send(request_id), "stored with its decision")
+        def prepare(pipe):
+            pipe.watch(ks.send(request_id))
+            return lambda queued: queued.set(ks.send(request_id), "stored with its decision")
+
+        return prepare
 
     def nonce_taken(pipe):
         raise NonceTaken("nonce held by another request")
@@ -186,14 +190,13 @@ def test_a_decision_commits_only_together_with_its_signed_record(key_wiring, pol
     requester = Principal(PRODUCER.address.lower())
     first = withdrawal_request(rid("joined"), fresh_account(), 600, asset)
     with pytest.raises(NonceTaken):
-        gate.admit(first, 600, requester, JoinedWrite((), nonce_taken))
+        gate.admit(first, 600, requester, JoinedWrite(nonce_taken))
     assert gate.decision(first.request_id) is None and reserved() == 0
 
-    decision, stored = gate.admit(first, 600, requester, JoinedWrite((ks.send(first.request_id),),
-                                                                      storing(first.request_id)))
+    decision, stored = gate.admit(first, 600, requester, JoinedWrite(storing(first.request_id)))
     assert (decision.outcome, stored, reserved()) == ("allowed", True, 600)
     assert client.get(ks.send(first.request_id)) == b"stored with its decision"
-    again, stored = gate.admit(first, 600, requester, JoinedWrite((), nonce_taken))  # a retry
+    again, stored = gate.admit(first, 600, requester, JoinedWrite(nonce_taken))  # a retry
     assert (again.outcome, stored, reserved()) == ("allowed", False, 600)
 
     # Another request reserves the rest while this one is being signed: it is decided again on
@@ -205,7 +208,7 @@ def test_a_decision_commits_only_together_with_its_signed_record(key_wiring, pol
         return storing(second.request_id)(pipe)
 
     with pytest.raises(PolicyViolation) as refusal:
-        gate.admit(second, 300, requester, JoinedWrite((ks.send(second.request_id),), raced))
+        gate.admit(second, 300, requester, JoinedWrite(raced))
     assert refusal.value.code == "policy_daily_limit"
     assert client.get(ks.send(second.request_id)) is None and reserved() == 900
     client.delete(ks.send(first.request_id))

@@ -88,11 +88,11 @@ class Principal:
 class JoinedWrite:
     """Writes that commit only with a decision that lets their request through, in its MULTI/EXEC.
 
-    `prepare` runs under the decision's WATCH (extended to `watch`) once the verdict is known and
-    lets the request through, frozen flag included: it may read, and returns what to queue inside
-    the MULTI, or None to write nothing (the decision is not written either)."""
+    `prepare` runs under the decision's WATCH once the verdict is known and lets the request
+    through, frozen flag included. It may WATCH more keys before it reads them (as late as it can:
+    the shorter a key is watched, the fewer retries a busy key costs), and returns what to queue
+    inside the MULTI, or None to write nothing (the decision is not written either)."""
 
-    watch: tuple[str, ...]
     prepare: Callable[[redis.client.Pipeline], Callable[[redis.client.Pipeline], None] | None]
 
 
@@ -333,7 +333,7 @@ class Gate:
             return decision, queue is not None
 
         decision, committed = self._redis.transaction(write, key, self._ks.authz_state, *ledgers.values(),
-                                                      *(joined.watch if joined else ()), value_from_callable=True)
+                                                      value_from_callable=True)
         if decision.outcome == "rejected":
             raise PolicyViolation(decision.code or POLICY_FROZEN, decision.message,
                                   details={"rule": decision.rule})

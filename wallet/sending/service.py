@@ -237,12 +237,15 @@ class SendService:
                 signed[:] = [SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
                                         attempts=[self._sign(sender, plan, nonce, frozen_checked=True)],
                                         created_at=now(), seal=seal)]
+            # Watched from here, after the signing: confirmations keep changing the sender's nonce
+            # claims, and each change inside the watch would cost a retry. A nonce taken since
+            # next_free is seen by the check below.
+            pipe.watch(*self.store.keys_of(request.request_id, sender))
             return self.store.creating(pipe, signed[0], due_at)
 
         for _ in range(MAX_BROADCAST_ROUNDS):
             try:
-                decision, stored = self.gate.admit(request, counted, principal, JoinedWrite(
-                    self.store.keys_of(request.request_id, sender), sign_and_store))
+                decision, stored = self.gate.admit(request, counted, principal, JoinedWrite(sign_and_store))
             except NonceTaken:
                 continue  # a send whose lock lapsed took it first: the next free nonce
             if decision.outcome == "held":
