@@ -53,7 +53,7 @@ def relay_outbox() -> dict[str, Any]:
         w.outbox, pub, w.locks.bridge(w.settings.bridge_lock_seconds),
         budget_seconds=w.settings.bridge_budget_seconds,
         batch_size=w.settings.bridge_batch_size, metrics=w.metrics, stopping=_shutting_down.is_set,
-        durable=w.durability.barrier,
+        durable=w.durability.barrier, linger_ms=w.settings.bridge_linger_ms,
     )
     if summary.finished_on_time:
         relay_outbox.apply_async()

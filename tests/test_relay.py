@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -51,6 +52,39 @@ def test_partial_ack_deletes_only_the_acknowledged_prefix_and_resends_in_order(r
     assert (sent, failed) == (3, False)
     assert publisher.delivered == ids
     assert len(outbox) == 0
+
+
+class CountingPublisher(FlakyPublisher):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.batches: list[int] = []
+
+    def publish(self, entries: Sequence[OutboxEntry]) -> int:
+        self.batches.append(len(entries))
+        return super().publish(entries)
+
+
+def test_entries_written_during_the_linger_go_in_the_same_batch(redis_client) -> None:
+    """A send writes its events milliseconds apart; the relay waits that long for more before it
+    publishes, so both go in one batch (one produce, flush and delete), in order."""
+    outbox, first = _outbox(redis_client, 1)
+    later = address_created_event(1, "0x" + "ab" * 20, "r", 1, 2, {})
+    publisher = CountingPublisher()
+    timer = threading.Timer(0.02, lambda: outbox.append(redis_client, later))
+    timer.start()
+    sent, _, failed = relay_once(outbox, publisher, STREAM_START, 10, None, linger_ms=500)
+    timer.join()
+    assert (sent, failed, publisher.batches) == (2, False, [2])
+    assert publisher.delivered == [*first, later.envelope.event_id] and len(outbox) == 0
+
+    # Without a linger the second entry waits for the next batch.
+    outbox, first = _outbox(redis_client, 1)
+    publisher = CountingPublisher()
+    timer = threading.Timer(0.02, lambda: outbox.append(redis_client, later))
+    timer.start()
+    relay_once(outbox, publisher, STREAM_START, 10, None)
+    timer.join()
+    assert publisher.batches == [1] and len(outbox) == 1
 
 
 def test_run_relay_skips_when_another_relay_holds_the_lock(redis_client) -> None:

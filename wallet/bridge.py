@@ -37,7 +37,7 @@ class RelaySummary:
 
 def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: int,
                block_ms: int | None, metrics: Metrics = NO_METRICS,
-               durable: Callable[[], None] = lambda: None) -> tuple[int, str, bool]:
+               durable: Callable[[], None] = lambda: None, linger_ms: int = 0) -> tuple[int, str, bool]:
     """Forward one batch after `cursor`. Returns (forwarded, next cursor, failed).
 
     `durable` returns once everything written so far is on disk (wallet/durability.py): an
@@ -50,6 +50,9 @@ def relay_once(outbox: Outbox, publisher: Publisher, cursor: str, batch_size: in
     entries = outbox.read_after(cursor, batch_size, block_ms)
     if not entries:
         return 0, cursor, False
+    if linger_ms and len(entries) < batch_size:
+        time.sleep(linger_ms / 1000)  # more are often on their way: forward them in the same batch
+        entries += outbox.read_after(entries[-1].entry_id, batch_size - len(entries))
     try:
         durable()
     except FsyncTimedOut as exc:
@@ -76,7 +79,7 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
               batch_size: int, clock: Callable[[], float] = time.monotonic,
               backoff: Callable[[int], None] | None = None, metrics: Metrics = NO_METRICS,
               stopping: Callable[[], bool] = lambda: False,
-              durable: Callable[[], None] = lambda: None) -> RelaySummary:
+              durable: Callable[[], None] = lambda: None, linger_ms: int = 0) -> RelaySummary:
     """Forward until the budget is spent, holding `lock` so that relays never run side by side.
     `stopping` (the worker is shutting down) ends it early and frees the lock for the next relay;
     `durable` is relay_once's fsync barrier."""
@@ -88,7 +91,8 @@ def run_relay(outbox: Outbox, publisher: Publisher, lock: Lock, *, budget_second
     cursor = STREAM_START
     try:
         while clock() < deadline and not stopping():
-            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS, metrics, durable)
+            sent, cursor, failed = relay_once(outbox, publisher, cursor, batch_size, WAIT_MS, metrics, durable,
+                                              linger_ms)
             forwarded += sent
             if failed:
                 failures += 1
