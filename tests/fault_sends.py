@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from workers.devstack import REPO_ROOT, Stack, free_port, wait_for
+from workers.supervise import children_of
 
 PRODUCERS = 4
 KILL_AT = (0.25, 0.6)  # fractions of the sends answered when the pool processes are killed
@@ -86,11 +87,6 @@ def start_key_worker(stack: Stack, rpc_url: str, log: Path) -> subprocess.Popen[
     return proc
 
 
-def pool_children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
 @dataclass
 class FaultRun:
     results: list[Any]  # the AsyncResult of every send, retries included
@@ -124,7 +120,7 @@ def send_under_faults(stack: Stack, log: Path, task_kwargs: list[dict[str, Any]]
             for fraction in KILL_AT:
                 wait_for(lambda f=fraction: sum(r.ready() for r in list(results)) >= len(task_kwargs) * f,
                          answered_within, f"{fraction:.0%} of the sends")
-                for child in pool_children(worker.pid):
+                for child in children_of(worker.pid):
                     os.kill(child, signal.SIGKILL)
             for t in threads:
                 t.join(120)

@@ -16,7 +16,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.chain_helpers import Chain
 from tests.kafka_probe import KafkaProbe
 from workers.devstack import Stack, process_running, wait_for
+from workers.supervise import children_of
 
 # Outages the regular run rides out; the slow run holds them for minutes.
 SHORT_OUTAGE_SECONDS = 25.0
@@ -62,11 +62,6 @@ def restart_events(kafka: KafkaProbe, process: str, since: str, timeout: float =
                           timeout=timeout)
     assert events, f"no process.restarted for {process} since {since}"
     return events
-
-
-def pool_children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 def new_address(timeout: float = 60) -> str:
@@ -117,7 +112,7 @@ def test_crashed_key_worker_and_block_worker_come_back_without_their_old_pool(
     counts = {}
     for name in ("worker-keys", "worker"):
         child = stack.supervision(name).child_pid
-        old_pools[name] = pool_children(child)
+        old_pools[name] = children_of(child)
         assert old_pools[name], f"{name} has no pool processes"
         counts[name] = stack.crash(name)
     for name, restarts in counts.items():

@@ -283,6 +283,15 @@ def become_subreaper() -> None:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of `pid` (a Celery worker's pool processes, say), from /proc."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(c) for c in path.read_text().split()]
+    except FileNotFoundError:  # it exited
+        return []
+
+
 def group_members(group: int) -> list[int]:
     """The live processes of process group `group` (a worker and its pool children, say), from /proc."""
     members = []
