@@ -42,14 +42,14 @@ def raw_rates() -> dict[str, float]:
     from eth_account import Account
     from eth_account.hdaccount import key_from_seed
 
-    from wallet.custody.envelope import Envelope
+    from wallet.custody.envelope import KeyEnvelope
     from wallet.custody.hd import external_chain, seed_of
     from wallet.custody.keys import address_of, new_key_pair
 
     Account.enable_unaudited_hdwallet_features()
     seed = seed_of(TEST_MNEMONIC)
     node = external_chain(seed, 0)
-    envelope = Envelope(os.urandom(32))
+    envelope = KeyEnvelope(os.urandom(32))
     key = os.urandom(32)
     return {
         "eth_account_from_mnemonic_per_s": rate(

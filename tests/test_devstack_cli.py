@@ -259,12 +259,12 @@ def _backup_of_a_new_seed(master_key_file: Path, next_index: int, path: Path) ->
     """A backup as `keys export` writes it, of a new seed sealed by the given master key; returns
     the seed's first deposit addresses (one more than it says were used)."""
     from wallet.custody.backup import SeedBackup
-    from wallet.custody.envelope import Envelope
+    from wallet.custody.envelope import KeyEnvelope
     from wallet.custody.hd import DEPOSIT_ACCOUNT, external_chain, new_mnemonic, seed_of
     from wallet.custody.keys import address_of
     from wallet.custody.seed_store import SEED_CONTEXT
 
-    envelope = Envelope(bytes.fromhex(master_key_file.read_text().strip()))
+    envelope = KeyEnvelope(bytes.fromhex(master_key_file.read_text().strip()))
     seed = seed_of(new_mnemonic())
     path.write_text(SeedBackup(master_key_id=envelope.key_id.hex(),
                                sealed_seed=base64.b64encode(envelope.seal(seed, SEED_CONTEXT)).decode(),

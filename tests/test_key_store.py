@@ -16,7 +16,7 @@ import redis
 from eth_account import Account
 from pydantic import SecretStr
 
-from wallet.custody.envelope import Envelope, sealed_by
+from wallet.custody.envelope import KeyEnvelope, sealed_by
 from wallet.custody.keys import address_of
 from wallet.custody.rotation import rotate_master_key
 from wallet.errors import CustodyError, MasterKeyMismatch, SeedMissing
@@ -48,21 +48,21 @@ def store(stack: Stack) -> Store:
 
 
 def test_envelope_binds_each_secret_to_its_record_and_master_key() -> None:
-    key = Envelope(os.urandom(32))
+    key = KeyEnvelope(os.urandom(32))
     blob = key.seal(b"k" * 32, b"0xaaaa")
     assert key.open(blob, b"0xaaaa") == b"k" * 32
     assert b"k" * 32 not in blob
     with pytest.raises(CustodyError):
         key.open(blob, b"0xbbbb")  # copied onto another address
     with pytest.raises(MasterKeyMismatch):
-        Envelope(os.urandom(32)).open(blob, b"0xaaaa")
+        KeyEnvelope(os.urandom(32)).open(blob, b"0xaaaa")
     tampered = blob[:-1] + bytes([blob[-1] ^ 1])
     with pytest.raises(CustodyError):
         key.open(tampered, b"0xaaaa")
 
 
 def test_rewrap_changes_only_the_wrapped_data_key() -> None:
-    old, new = Envelope(os.urandom(32)), Envelope(os.urandom(32))
+    old, new = KeyEnvelope(os.urandom(32)), KeyEnvelope(os.urandom(32))
     blob = old.seal(b"secret", b"ctx")
     moved = old.rewrap(blob, b"ctx", new)
     assert sealed_by(moved) == new.key_id != old.key_id
@@ -137,9 +137,9 @@ def test_rotation_rewraps_everything_and_changes_no_address(store: Store, tmp_pa
     everything = [*hd_addresses, *random_addresses, hot]
     keys_before = {a: hd.vault.private_key_for(a) for a in everything}
 
-    report = rotate_master_key(hd.redis, hd.keyspace, Envelope(old_key), Envelope(new_key))
+    report = rotate_master_key(hd.redis, hd.keyspace, KeyEnvelope(old_key), KeyEnvelope(new_key))
     assert report.rewrapped == 1 + 2  # the seed and two random keys
-    again = rotate_master_key(hd.redis, hd.keyspace, Envelope(old_key), Envelope(new_key))
+    again = rotate_master_key(hd.redis, hd.keyspace, KeyEnvelope(old_key), KeyEnvelope(new_key))
     assert (again.rewrapped, again.already_new) == (0, 3)  # resumable: nothing left to do
 
     rotated = store(new_key, prefix=hd.settings.key_prefix)
@@ -149,7 +149,7 @@ def test_rotation_rewraps_everything_and_changes_no_address(store: Store, tmp_pa
     with pytest.raises(MasterKeyMismatch):
         store(old_key, prefix=hd.settings.key_prefix).vault.start()
     with pytest.raises(MasterKeyMismatch):  # a third key is not taken for the old one
-        rotate_master_key(hd.redis, hd.keyspace, Envelope(os.urandom(32)), Envelope(os.urandom(32)))
+        rotate_master_key(hd.redis, hd.keyspace, KeyEnvelope(os.urandom(32)), KeyEnvelope(os.urandom(32)))
 
 
 def test_rotation_seals_the_authorization_state_again_so_withdrawals_go_on(store: Store, chain) -> None:
@@ -183,12 +183,12 @@ def test_rotation_seals_the_authorization_state_again_so_withdrawals_go_on(store
     before.redis.set(forged, b"v1:" + b"0" * 64 + b":{}")
     audit_before = before.redis.xrange(before.keyspace.authz_audit)
 
-    report = rotate_master_key(before.redis, before.keyspace, Envelope(old_key), Envelope(new_key),
+    report = rotate_master_key(before.redis, before.keyspace, KeyEnvelope(old_key), KeyEnvelope(new_key),
                                authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
     assert report.authz is not None and report.authz.unverified == 1  # the forged decision
     assert report.authz.resealed >= 1 + 2 + 2  # the state, two decisions, two stored sends
     assert report.authz.audit_entries_attested == len(audit_before)
-    again = rotate_master_key(before.redis, before.keyspace, Envelope(old_key), Envelope(new_key),
+    again = rotate_master_key(before.redis, before.keyspace, KeyEnvelope(old_key), KeyEnvelope(new_key),
                               authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
     assert again.authz is not None and again.authz.resealed == 0  # resumable: nothing left to do
 
@@ -277,7 +277,7 @@ def test_rotate_command_rewraps_under_the_new_key(store: Store, stack: Stack, tm
     rotated = _wallet_cli(stack, prefix, old_file, "rotate", "--new-key-file", str(new_file))
     assert rotated.returncode == 0, rotated.stderr
     status = _wallet_cli(stack, prefix, new_file, "status")
-    assert Envelope(new_key).key_id.hex() in status.stdout and old_key.hex() not in status.stdout
+    assert KeyEnvelope(new_key).key_id.hex() in status.stdout and old_key.hex() not in status.stdout
 
     after = store(new_key, prefix=prefix)
     after.vault.start()

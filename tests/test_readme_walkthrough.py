@@ -310,9 +310,9 @@ CHECKS: list[tuple[str, Check]] = [
 
 
 def _key_id(path: Path) -> str:
-    from wallet.custody.envelope import Envelope
+    from wallet.custody.envelope import KeyEnvelope
 
-    return Envelope(bytes.fromhex(path.read_text().strip())).key_id.hex()
+    return KeyEnvelope(bytes.fromhex(path.read_text().strip())).key_id.hex()
 
 
 def _check_for(command: str) -> Check | None:

@@ -15,7 +15,7 @@ from wallet.chain.health import ChainHealth
 from wallet.chain.profile import NodeProfiles
 from wallet.chain.rpc import RpcClient
 from wallet.chain.transport import display_url
-from wallet.custody.envelope import Envelope
+from wallet.custody.envelope import KeyEnvelope
 from wallet.custody.master_key import load_master_key
 from wallet.custody.signer import Signer
 from wallet.custody.vault import KeyVault
@@ -87,7 +87,7 @@ class Wiring:
         vault = KeyVault(
             self.redis,
             self.keyspace,
-            Envelope(load_master_key(self.settings.master_key, self.settings.master_key_file)),
+            KeyEnvelope(load_master_key(self.settings.master_key, self.settings.master_key_file)),
             self.settings.key_mode,
         )
         vault.verify_master_key()

@@ -214,14 +214,14 @@ def seed_restorer(stack: Stack, backup_file: Path) -> tuple[Callable[[], None], 
     (after Redis starts, before the key worker does) and the list it fills with the addresses.
     The stack's master key must be the backup's (exit 2 otherwise)."""
     from wallet.custody.backup import import_seed
-    from wallet.custody.envelope import Envelope
+    from wallet.custody.envelope import KeyEnvelope
     from wallet.custody.master_key import load_master_key
     from wallet.settings import Settings
     from wallet.wiring import Wiring
 
     backup = load_backup(backup_file)
     key = load_master_key(None, stack.master_key_file)
-    check_backup_key(backup, Envelope(key).key_id.hex(), f"this stack's key ({stack.master_key_file})")
+    check_backup_key(backup, KeyEnvelope(key).key_id.hex(), f"this stack's key ({stack.master_key_file})")
     restored: list[str] = []
 
     def restore() -> None:
@@ -262,7 +262,7 @@ def keys_rotate(
     new key. Safe to run again if interrupted.
     """
     from wallet.authz.sealed import Sealer, derive_seal_key
-    from wallet.custody.envelope import Envelope
+    from wallet.custody.envelope import KeyEnvelope
     from wallet.custody.master_key import load_master_key
     from wallet.custody.rotation import rotate_master_key
     from wallet.errors import WalletError
@@ -283,7 +283,7 @@ def keys_rotate(
         console.print("stopping the dev stack's key worker")
         dev.stop(KEY_WORKER)
     try:
-        report = rotate_master_key(w.redis, w.keyspace, Envelope(old_key), Envelope(new_key),
+        report = rotate_master_key(w.redis, w.keyspace, KeyEnvelope(old_key), KeyEnvelope(new_key),
                                    authz=(Sealer(derive_seal_key(old_key)), Sealer(derive_seal_key(new_key))))
     except (WalletError, redis.ConnectionError) as exc:
         if was_running:

@@ -56,7 +56,7 @@ def sealed_by(blob: bytes) -> bytes:
     return _split(blob)[0].key_id
 
 
-class Envelope:
+class KeyEnvelope:
     """Seals and opens secrets under one master key."""
 
     def __init__(self, master_key: bytes) -> None:
@@ -83,7 +83,7 @@ class Envelope:
         except InvalidTag:
             raise CustodyError("sealed secret is damaged or belongs to another record") from None
 
-    def rewrap(self, blob: bytes, context: bytes, new: Envelope) -> bytes:
+    def rewrap(self, blob: bytes, context: bytes, new: KeyEnvelope) -> bytes:
         """The same secret, its data key wrapped by `new` instead: the ciphertext stays as it is."""
         header, body = _split(blob)
         return new._wrap(self._unwrap(header, context), context) + body

@@ -14,7 +14,7 @@ import redis
 
 from wallet.authz.reseal import ResealReport, reseal_authz
 from wallet.authz.sealed import Sealer
-from wallet.custody.envelope import Envelope, sealed_by
+from wallet.custody.envelope import KeyEnvelope, sealed_by
 from wallet.custody.seed_store import SEED_CONTEXT
 from wallet.custody.vault import CHECK_CONTEXT, CHECK_PLAINTEXT, address_context
 from wallet.errors import MasterKeyMismatch
@@ -34,7 +34,7 @@ class RotationReport:
     authz: ResealReport | None = None
 
 
-def rotate_master_key(client: redis.Redis, keyspace: Keyspace, old: Envelope, new: Envelope,
+def rotate_master_key(client: redis.Redis, keyspace: Keyspace, old: KeyEnvelope, new: KeyEnvelope,
                       authz: tuple[Sealer, Sealer] | None = None) -> RotationReport:
     """Re-wrap every sealed secret of this store from `old` to `new`; with `authz` (the old and new
     master keys' sealers), the authorization state is sealed again too (wallet.authz.reseal), before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from wallet.custody.envelope import Envelope
+from wallet.custody.envelope import KeyEnvelope
 from wallet.custody.hd import new_mnemonic, seed_of
 from wallet.errors import SeedMissing
 from wallet.state.keyspace import Keyspace
@@ -13,7 +13,7 @@ SEED_CONTEXT = b"hd-seed"
 
 
 class SeedStore:
-    def __init__(self, client: redis.Redis, keyspace: Keyspace, envelope: Envelope) -> None:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, envelope: KeyEnvelope) -> None:
         self._redis = client
         self._keyspace = keyspace
         self._envelope = envelope

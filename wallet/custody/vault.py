@@ -12,7 +12,7 @@ from typing import Literal
 
 import redis
 
-from wallet.custody.envelope import Envelope, sealed_by
+from wallet.custody.envelope import KeyEnvelope, sealed_by
 from wallet.custody.hd import DEPOSIT_ACCOUNT, HOT_WALLET_ACCOUNT, ExtendedKey, external_chain
 from wallet.custody.keys import address_of, new_key_pair
 from wallet.custody.seed_store import SeedStore
@@ -39,7 +39,7 @@ class NewKey:
 
 
 class KeyVault:
-    def __init__(self, client: redis.Redis, keyspace: Keyspace, envelope: Envelope, mode: KeyMode = "hd") -> None:
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, envelope: KeyEnvelope, mode: KeyMode = "hd") -> None:
         self._redis = client
         self._keyspace = keyspace
         self.envelope = envelope
