@@ -138,6 +138,115 @@ def assert_confirmed_once_on_the_new_branch(kafka: KafkaProbe, moved: str, vanis
     assert all(e["payload"]["block_hash"] != new_hash for e in of(vanished, "deposit.confirmed"))
 
 
+def test_a_moved_deposit_recorded_at_its_new_height_before_the_old_one_is_rescanned(
+    chain: Chain, kafka: KafkaProbe, new_address, redis_client, celery_app
+) -> None:
+    """A reorg moves a transaction from height h to h + 1, and h + 1's new block is recorded before
+    h is scanned again (a task fetching h + 1 just after the reorg, while the scheduler had not yet
+    seen h change: a chaos run hit it). The deposit keeps its id (same transaction, same position
+    kind), so its one record now tells of the new block: rescanning h must retract the old block's
+    deposit, not the new one, which must still be confirmed."""
+    from tasks.blocks import process_block
+
+    moved, vanished = new_address(), new_address()
+    snapshot = chain.snapshot()
+    moved_raw = chain.sign({"to": Web3.to_checksum_address(moved), "value": 3000})
+    first = chain.send_raw(moved_raw)
+    chain.send_eth(vanished, 4000)
+    [seen_moved] = deposit_events(kafka, moved, "deposit.seen")
+    assert deposit_events(kafka, vanished, "deposit.seen")
+    height = first["blockNumber"]
+
+    # No scheduler tick meanwhile (it would see h changed and hand it out first): h + 1 goes first.
+    scheduler = redis_client.lock(Keyspace("wtest").scheduler_lock, timeout=60, blocking_timeout=30)
+    assert scheduler.acquire()
+    try:
+        chain.revert(snapshot)
+        chain.mine(1)
+        second = chain.send_raw(moved_raw)
+        assert second["blockNumber"] == height + 1
+        result = process_block.apply_async((height + 1,), ignore_result=False).get(timeout=30)
+        # Retracted there: the vanished deposit (h + 1's old block) and the moved one's in h's old block.
+        assert result["deposits"] == 1 and result["reverted"] == 2
+    finally:
+        scheduler.release()
+    chain.mine(K + 1)
+
+    [moved_reverted] = deposit_events(kafka, moved, "deposit.reverted")
+    assert moved_reverted["payload"]["block_hash"] == seen_moved["payload"]["block_hash"]
+    assert deposit_events(kafka, vanished, "deposit.reverted")
+    assert_confirmed_once_on_the_new_branch(kafka, moved, vanished, second["blockHash"].to_0x_hex())
+
+
+def test_a_deposit_moved_to_a_lower_height_is_not_retracted_by_its_old_height(
+    chain: Chain, kafka: KafkaProbe, new_address
+) -> None:
+    """The other way round, in the scanner's own order: a reorg moves a transaction from h + 1 down
+    to h. h is scanned first and finds it there; h + 1, scanned again later, must retract only its
+    old block's deposit, not the moved one recorded at h since."""
+    moved = new_address()
+    snapshot = chain.snapshot()
+    chain.mine(1)
+    moved_raw = chain.sign({"to": Web3.to_checksum_address(moved), "value": 5000})
+    first = chain.send_raw(moved_raw)
+    [seen_moved] = deposit_events(kafka, moved, "deposit.seen")
+
+    chain.revert(snapshot)
+    second = chain.send_raw(moved_raw)
+    assert second["blockNumber"] == first["blockNumber"] - 1
+    chain.mine(K + 1)
+
+    [moved_reverted] = deposit_events(kafka, moved, "deposit.reverted")
+    assert moved_reverted["payload"]["block_hash"] == seen_moved["payload"]["block_hash"]
+    new_hash = second["blockHash"].to_0x_hex()
+    kafka.events("transaction", lambda e: e["type"] == "deposit.confirmed" and e["payload"]["to"] == moved
+                 and e["payload"]["block_hash"] == new_hash, timeout=60)
+    on_new = [e["type"] for e in kafka.so_far("transaction")
+              if e["payload"].get("to") == moved and e["payload"]["block_hash"] == new_hash]
+    assert on_new == ["deposit.seen", "deposit.confirmed"]
+
+
+def test_a_confirmation_is_dropped_when_a_rescan_retracts_the_deposit_meanwhile(
+    chain: Chain, kafka: KafkaProbe, new_address, redis_client, key_wiring
+) -> None:
+    """The confirming tick reads the due deposits, asks the node for their blocks, then writes: a
+    rescan retracting one of them in between (a reorg) must win, not be overwritten by a
+    confirmation of a block that is gone. Here the rescan's write lands while the node is asked."""
+    from wallet.state.deposits import DepositBook
+
+    to = new_address()
+    chain.send_eth(to, 6100)
+    [seen_event] = deposit_events(kafka, to, "deposit.seen")
+    deposit_id = seen_event["payload"]["deposit_id"]
+    book = DepositBook(redis_client, Keyspace("wtest"))
+    scanner = key_wiring.scanner
+    ask_node = scanner._rpc.block_refs
+
+    def block_refs_while_a_rescan_retracts(heights):
+        with redis_client.pipeline(transaction=True) as rescan:
+            book.retract_in(rescan, deposit_id)
+            rescan.execute()
+        return ask_node(heights)
+
+    # The stack's own ticks stay out of it: this test's tick is the one that finds the deposit due.
+    scheduler = redis_client.lock(Keyspace("wtest").scheduler_lock, timeout=60, blocking_timeout=30)
+    assert scheduler.acquire()
+    try:
+        chain.mine(K)
+        scanner._rpc.block_refs = block_refs_while_a_rescan_retracts
+        scanner.confirm(chain.head())
+        assert book.watch_recorded(redis_client.pipeline(), [deposit_id]) == {}  # still retracted
+    finally:
+        scanner._rpc.block_refs = ask_node
+        scheduler.release()
+    sentinel = new_address()  # confirmed after: anything confirmed for `to` would be on Kafka by then
+    chain.send_eth(sentinel, 1)
+    chain.mine(K + 1)
+    assert deposit_events(kafka, sentinel, "deposit.confirmed")
+    assert not [e for e in kafka.so_far("transaction") if e["type"] == "deposit.confirmed"
+                and e["payload"].get("to") == to]
+
+
 def test_rescan_and_duplicate_block_tasks_emit_nothing_new(
     chain: Chain, kafka: KafkaProbe, new_address, celery_app
 ) -> None:

@@ -186,11 +186,42 @@ class DepositScanner:
             known = self._book.block_deposit_ids(height)
 
         deposits = [d for d in found if d.deposit_id not in known]
-        retracted = self._book.recorded_in_block(height) if previous is not None and not known else []
+        replaced = previous if previous is not None and not known else None  # another block was here
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    retracted = self._to_retract(pipe, height, replaced, bundle.hash, deposits)
+                    pipe.multi()
+                    self._record_in(pipe, bundle, deposits, tokens, retracted, untraced, known)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue  # a record read changed meanwhile (another height's task, a confirmation)
+        for old, _status in retracted:
+            self._metrics.inc(DEPOSITS, kind=old.kind, state=STATUS_REVERTED)
+        self._count_block(bundle, deposits)
+        return BlockResult(height, bundle.hash, len(deposits), len(retracted), already_done=False)
 
-        pipe = self._redis.pipeline(transaction=True)
+    def _to_retract(self, pipe: redis.client.Pipeline, height: int, replaced: str | None, new_hash: str,
+                    deposits: list[Deposit]) -> list[tuple[Deposit, str]]:
+        """The recorded deposits that recording this block retracts, their records WATCHed on `pipe`:
+        those of the block it replaces (`replaced`), and any found here but still recorded from
+        another block (the reorg moved the transaction here from a height not scanned again yet:
+        that block is gone from the chain too). A deposit of the replaced block that was recorded
+        since in another block (moved, its new height scanned first) is not retracted: its one
+        record (a deposit id stays the same at another height) is the new block's now."""
+        old_ids = self._book.block_deposit_ids(height) if replaced is not None else set()
+        found_ids = {d.deposit_id for d in deposits}
+        records = self._book.watch_recorded(pipe, old_ids | found_ids)
+        return [(deposit, status) for deposit_id, (deposit, status) in sorted(records.items())
+                if deposit.block_hash != new_hash and (deposit.block_hash == replaced or deposit_id in found_ids)]
+
+    def _record_in(self, pipe: redis.client.Pipeline, bundle: BlockBundle, deposits: list[Deposit],
+                   tokens: dict[str, TokenInfo], retracted: list[tuple[Deposit, str]], untraced: bool,
+                   known: set[str]) -> None:
+        height = bundle.number
         for old in retracted:
-            self._retract_in(pipe, old)
+            self._retract_in(pipe, height, old)
         if not known:
             self._book.forget_block_in(pipe, height)
         if untraced:
@@ -202,11 +233,6 @@ class DepositScanner:
             self._ledger.stage_in(pipe, height, deposit_event(
                 self._chain_id, EVENT_DEPOSIT_SEEN, deposit, tokens[deposit.asset], 1, self._k))
         self._ledger.finish_in(pipe, height, bundle.hash)
-        pipe.execute()
-        for old, _status in retracted:
-            self._metrics.inc(DEPOSITS, kind=old.kind, state=STATUS_REVERTED)
-        self._count_block(bundle, deposits)
-        return BlockResult(height, bundle.hash, len(deposits), len(retracted), already_done=False)
 
     def _count_block(self, bundle: BlockBundle, deposits: list[Deposit]) -> None:
         """Metrics: counted in memory, written to Redis by the recorder's own thread (no round trip here)."""
@@ -218,12 +244,14 @@ class DepositScanner:
         for deposit in deposits:
             metrics.inc(DEPOSITS, kind=deposit.kind, state=STATUS_SEEN)
 
-    def _retract_in(self, pipe: redis.client.Pipeline, recorded: tuple[Deposit, str]) -> None:
+    def _retract_in(self, pipe: redis.client.Pipeline, height: int, recorded: tuple[Deposit, str]) -> None:
         deposit, status = recorded
         # A confirmed deposit reorged away is deeper than K: still retracted, loudly (the event says
         # it had been confirmed), because crediting a deposit that no longer exists is worse.
         self._book.retract_in(pipe, deposit.deposit_id)
-        self._ledger.stage_in(pipe, deposit.block_number, deposit_event(
+        # Staged with the block being recorded (`height`), ahead of its seen events: a moved deposit's
+        # old block may be at another height, already released, whose staged events would wait.
+        self._ledger.stage_in(pipe, height, deposit_event(
             self._chain_id, EVENT_DEPOSIT_REVERTED, deposit, self._token_info(deposit.asset), 0, self._k,
             meta={"was_confirmed": True} if status == STATUS_CONFIRMED else None))
 
@@ -292,24 +320,31 @@ class DepositScanner:
         if not due:
             return 0
         heights = sorted({h for _, h in due})
-        refs = self._rpc.block_refs(heights)
-        records = self._book.deposits([deposit_id for deposit_id, _ in due])
-        confirmed = 0
         confirmed_kinds: list[str] = []
-        pipe = self._redis.pipeline(transaction=True)
-        for (deposit_id, height), deposit in zip(due, records, strict=True):
-            if deposit is None:
-                continue
-            ref = refs.get(height)
-            if ref is None or ref.hash != deposit.block_hash:
-                continue  # reorged: the rescan retracts it
-            self._book.confirm_in(pipe, deposit_id)
-            confirmed_kinds.append(deposit.kind)
-            self._outbox.append(pipe, deposit_event(
-                self._chain_id, EVENT_DEPOSIT_CONFIRMED, deposit, self._token_info(deposit.asset),
-                head - height + 1, self._k))
-            confirmed += 1
-        pipe.execute()
+        with self._redis.pipeline(transaction=True) as pipe:
+            # The records are WATCHed before the chain is asked: a rescan that retracts one of them
+            # meanwhile (a reorg) makes this write fail, instead of confirming a deposit whose block
+            # is gone; the next tick decides again.
+            records = self._book.watch_recorded(pipe, [deposit_id for deposit_id, _ in due])
+            refs = self._rpc.block_refs(heights)
+            pipe.multi()
+            for deposit_id, height in due:
+                if deposit_id not in records:
+                    continue
+                deposit, _status = records[deposit_id]
+                ref = refs.get(height)
+                if ref is None or ref.hash != deposit.block_hash:
+                    continue  # reorged: the rescan retracts it
+                self._book.confirm_in(pipe, deposit_id)
+                confirmed_kinds.append(deposit.kind)
+                self._outbox.append(pipe, deposit_event(
+                    self._chain_id, EVENT_DEPOSIT_CONFIRMED, deposit, self._token_info(deposit.asset),
+                    head - height + 1, self._k))
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                return 0
+        confirmed = len(confirmed_kinds)
         for kind in confirmed_kinds:
             self._metrics.inc(DEPOSITS, kind=kind, state=STATUS_CONFIRMED)
         return confirmed

@@ -58,13 +58,22 @@ class DepositBook:
     def block_deposit_ids(self, height: int) -> set[str]:
         return {i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))}
 
-    def recorded_in_block(self, height: int) -> list[tuple[Deposit, str]]:
-        """The deposits recorded from the block scanned at `height` and not reverted, with status."""
-        found = []
-        for deposit_id in [i.decode() for i in self._redis.smembers(self._ks.block_deposits(height))]:
-            data = self._redis.hgetall(self._ks.deposit(deposit_id))
-            if data and data[b"status"].decode() != STATUS_REVERTED:
-                found.append((deposit_from_json(orjson.loads(data[b"deposit"])), data[b"status"].decode()))
+    def watch_recorded(self, pipe: redis.client.Pipeline, deposit_ids: Iterable[str]) -> dict[str, tuple[Deposit, str]]:
+        """WATCH these deposits' records on `pipe` (its MULTI then fails if another writer changes
+        one first: a task of another height, a confirmation) and read them: {id: (deposit, status)}
+        of those recorded and not reverted."""
+        ids = sorted(set(deposit_ids))
+        if not ids:
+            return {}
+        keys = [self._ks.deposit(i) for i in ids]
+        pipe.watch(*keys)
+        reads = self._redis.pipeline(transaction=False)
+        for key in keys:
+            reads.hmget(key, "deposit", "status")
+        found = {}
+        for deposit_id, (data, status) in zip(ids, reads.execute(), strict=True):
+            if data is not None and status is not None and status.decode() != STATUS_REVERTED:
+                found[deposit_id] = (deposit_from_json(orjson.loads(data)), status.decode())
         return found
 
     def forget_block_in(self, pipe: redis.client.Pipeline, height: int) -> None:
@@ -88,13 +97,6 @@ class DepositBook:
         """(deposit id, block height) of the unconfirmed deposits at or below `height`."""
         return [(i.decode(), int(h)) for i, h in self._redis.zrangebyscore(
             self._ks.unconfirmed_deposits, 0, height, withscores=True)]
-
-    def deposits(self, deposit_ids: list[str]) -> list[Deposit | None]:
-        """The deposits of these ids, in one round trip (None: no record)."""
-        reads = self._redis.pipeline(transaction=False)
-        for deposit_id in deposit_ids:
-            reads.hget(self._ks.deposit(deposit_id), "deposit")
-        return [deposit_from_json(orjson.loads(data)) if data is not None else None for data in reads.execute()]
 
     def confirm_in(self, pipe: redis.client.Pipeline, deposit_id: str) -> None:
         """Queue on the caller's MULTI: the deposit is K deep in a block the chain still has."""
