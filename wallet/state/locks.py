@@ -33,7 +33,7 @@ SCHEDULER_LOCK_SECONDS = 15
 # enough for a slow tick; a tick killed holding one delays the next by at most that.
 TRACKER_LOCK_SECONDS = 60
 SWEEP_LOCK_SECONDS = 120
-RESEND_LOCK_SECONDS = 15
+RESEND_LOCK_SECONDS = 60
 
 
 class Locks:
