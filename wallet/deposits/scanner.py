@@ -187,16 +187,14 @@ class DepositScanner:
 
         deposits = [d for d in found if d.deposit_id not in known]
         replaced = previous if previous is not None and not known else None  # another block was here
-        with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    retracted = self._to_retract(pipe, height, replaced, bundle.hash, deposits)
-                    pipe.multi()
-                    self._record_in(pipe, bundle, deposits, tokens, retracted, untraced, known)
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue  # a record read changed meanwhile (another height's task, a confirmation)
+        def write(pipe: redis.client.Pipeline) -> list[tuple[Deposit, str]]:
+            # Run again when a record read changed meanwhile (another height's task, a confirmation).
+            retracted = self._to_retract(pipe, height, replaced, bundle.hash, deposits)
+            pipe.multi()
+            self._record_in(pipe, bundle, deposits, tokens, retracted, untraced, known)
+            return retracted
+
+        retracted = self._redis.transaction(write, value_from_callable=True)
         for old, _status in retracted:
             self._metrics.inc(DEPOSITS, kind=old.kind, state=STATUS_REVERTED)
         self._count_block(bundle, deposits)

@@ -234,9 +234,7 @@ class SendService:
             # Run again when a watched key changed (a confirmation releasing another nonce of this
             # sender, often): the same nonce keeps the transaction already signed.
             if not signed or signed[0].nonce != nonce:
-                signed[:] = [SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
-                                        attempts=[self._sign(sender, plan, nonce, frozen_checked=True)],
-                                        created_at=now(), seal=seal)]
+                signed[:] = [self._signed_record(request, sender, plan, nonce, seal, frozen_checked=True)]
             # Watched from here, after the signing: confirmations keep changing the sender's nonce
             # claims, and each change inside the watch would cost a retry. A nonce taken since
             # next_free is seen by the check below.
@@ -260,8 +258,7 @@ class SendService:
                    due_at: float) -> tuple[SendRecord, bool]:
         for _ in range(MAX_BROADCAST_ROUNDS):
             nonce = self.nonces.next_free(sender, plan.node_pending_nonce)
-            record = SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
-                                attempts=[self._sign(sender, plan, nonce)], created_at=now(), seal=seal)
+            record = self._signed_record(request, sender, plan, nonce, seal)
             try:
                 # Stored before any broadcast: a crash from here on rebroadcasts these bytes.
                 if self.store.create(record, due_at=due_at):
@@ -272,6 +269,12 @@ class SendService:
             assert stored is not None
             return stored, False
         raise BroadcastUncertain(f"could not claim a free nonce for {sender}")
+
+    def _signed_record(self, request: SendRequest, sender: str, plan: TxPlan, nonce: int, seal: str | None,
+                       frozen_checked: bool = False) -> SendRecord:
+        """A new record of `request`, its transaction signed on `nonce` (not stored yet)."""
+        return SendRecord(request=request, sender=sender, status=STATUS_SIGNED,
+                          attempts=[self._sign(sender, plan, nonce, frozen_checked)], created_at=now(), seal=seal)
 
     def _sign(self, sender: str, plan: TxPlan, nonce: int, frozen_checked: bool = False) -> Attempt:
         if not frozen_checked:
